@@ -1,0 +1,1 @@
+"""Sequence alignment: soft-DTW (differentiable, batched), hard DTW paths."""

@@ -1,0 +1,1 @@
+"""Annotation formats, loaded into one schema in seconds."""

@@ -1,0 +1,215 @@
+"""The one place that understands storage URIs.
+
+Accepted forms: plain paths (``/data/raw``, ``raw/``), ``file://``, ``s3://bucket/prefix`` (s3fs; the endpoint comes from
+the standard AWS settings, ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``, so MinIO, SeaweedFS and R2 work) and
+``gs://`` when gcsfs is installed. Everything else in vmr builds locations with :func:`join`, never by string concatenation.
+
+Atomicity: :func:`write_bytes_atomic` never leaves a half-written object under its final name. On a local disk it writes
+a temporary file in the same folder and renames it; on S3/GCS a single PUT (or a multipart upload) only becomes visible
+when it completes, so the final key is written directly.
+"""
+from __future__ import annotations
+
+import os
+import posixpath
+import tempfile
+import uuid
+from dataclasses import dataclass
+from typing import Iterable
+
+import fsspec
+
+from vmr.errors import InputError
+
+_REMOTE = ("s3", "gs", "gcs")
+
+
+def scheme(uri: str) -> str:
+    """``"s3"``, ``"gs"`` or ``"file"`` for a URI or plain path."""
+    if "://" in uri:
+        s = uri.split("://", 1)[0].lower()
+        return "gs" if s == "gcs" else s
+    return "file"
+
+
+def is_remote(uri: str) -> bool:
+    return scheme(uri) in _REMOTE
+
+
+def _s3_options() -> dict:
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    opts: dict = {}
+    if endpoint:
+        opts["client_kwargs"] = {"endpoint_url": endpoint}
+    return opts
+
+
+def filesystem(uri: str) -> fsspec.AbstractFileSystem:
+    """The fsspec filesystem for ``uri`` (cached by fsspec per set of options)."""
+    s = scheme(uri)
+    if s == "file":
+        return fsspec.filesystem("file")
+    if s == "s3":
+        return fsspec.filesystem("s3", **_s3_options())
+    if s == "gs":
+        try:
+            return fsspec.filesystem("gcs")
+        except ImportError as e:  # pragma: no cover - depends on optional gcsfs
+            raise InputError("gs:// URIs need gcsfs: pip install 'vmr[gcs]'") from e
+    raise InputError(f"unsupported storage scheme {s!r} in {uri!r} (use a path, file://, s3:// or gs://)")
+
+
+def strip(uri: str) -> str:
+    """The path part that the filesystem understands (``bucket/key`` for S3, an absolute path locally)."""
+    s = scheme(uri)
+    if s == "file":
+        path = uri[len("file://"):] if uri.startswith("file://") else uri
+        return os.path.abspath(os.path.expanduser(path))
+    return uri.split("://", 1)[1]
+
+
+def normalize(uri: str) -> str:
+    """A canonical form: absolute local paths, ``s3://bucket/key`` without a trailing slash."""
+    s = scheme(uri)
+    if s == "file":
+        return strip(uri)
+    return f"{s}://{strip(uri).rstrip('/')}"
+
+
+def join(base: str, *parts: str) -> str:
+    """Join path components under ``base`` (a URI or a path)."""
+    s = scheme(base)
+    if s == "file":
+        return os.path.join(strip(base), *parts)
+    return f"{s}://" + posixpath.join(strip(base).rstrip("/"), *parts)
+
+
+def relative(uri: str, base: str) -> str:
+    """``uri``'s path below ``base``, with forward slashes (``match1.mp4`` for ``s3://raw/match1.mp4`` under ``s3://raw``)."""
+    a, b = strip(uri), strip(base).rstrip("/")
+    if scheme(uri) == "file":
+        return os.path.relpath(a, b).replace(os.sep, "/")
+    if not a.startswith(b + "/"):
+        raise ValueError(f"{uri} is not under {base}")
+    return a[len(b) + 1:]
+
+
+def exists(uri: str) -> bool:
+    return filesystem(uri).exists(strip(uri))
+
+
+def makedirs(uri: str) -> None:
+    """Create a local folder (object stores have no folders; nothing to do there)."""
+    if scheme(uri) == "file":
+        os.makedirs(strip(uri), exist_ok=True)
+
+
+def open_uri(uri: str, mode: str = "rb", **kwargs):
+    """Open a file-like object; for writes prefer :func:`write_bytes_atomic`."""
+    return filesystem(uri).open(strip(uri), mode, **kwargs)
+
+
+def read_bytes(uri: str) -> bytes:
+    return filesystem(uri).cat_file(strip(uri))
+
+
+def read_text(uri: str) -> str:
+    return read_bytes(uri).decode("utf-8")
+
+
+def write_bytes_atomic(uri: str, data: bytes) -> None:
+    """Write ``data`` so that ``uri`` holds either its old content or all of ``data``, never a part."""
+    if scheme(uri) == "file":
+        path = strip(uri)
+        folder = os.path.dirname(path) or "."
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=f".{uuid.uuid4().hex[:6]}.tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+    else:
+        filesystem(uri).pipe_file(strip(uri), data)
+
+
+def write_text_atomic(uri: str, text: str) -> None:
+    write_bytes_atomic(uri, text.encode("utf-8"))
+
+
+def remove(uri: str) -> None:
+    fs = filesystem(uri)
+    p = strip(uri)
+    if fs.exists(p):
+        fs.rm(p, recursive=True)
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """One listed object: its URI, size in bytes and a change tag (S3 ETag, or mtime for local files)."""
+
+    uri: str
+    size: int
+    etag: str
+
+
+def _etag(info: dict) -> str:
+    for k in ("ETag", "etag", "md5Hash", "crc32c"):
+        if info.get(k):
+            return str(info[k]).strip('"')
+    mtime = info.get("mtime") or info.get("LastModified") or info.get("updated") or ""
+    if hasattr(mtime, "timestamp"):
+        mtime = mtime.timestamp()
+    return f"mtime-{mtime}"
+
+
+def info(uri: str) -> FileInfo:
+    fs = filesystem(uri)
+    try:
+        i = fs.info(strip(uri))
+    except FileNotFoundError as e:
+        raise InputError(f"not found: {uri}") from e
+    return FileInfo(uri=normalize(uri), size=int(i.get("size") or 0), etag=_etag(i))
+
+
+def list_files(base: str, extensions: Iterable[str] | None = None) -> list[FileInfo]:
+    """Every file under ``base`` (recursively), sorted by URI, optionally only those with the given extensions
+    (compared case-insensitively, with the dot: ``{".mp4", ".mkv"}``). A ``base`` that is itself a file lists just it."""
+    fs = filesystem(base)
+    root = strip(base)
+    exts = {e.lower() for e in extensions} if extensions is not None else None
+    if not fs.exists(root):
+        raise InputError(f"not found: {base}")
+    if fs.isfile(root):
+        found = {root: fs.info(root)}
+    else:
+        found = fs.find(root, detail=True)
+    s = scheme(base)
+    out = []
+    for path, i in sorted(found.items()):
+        if i.get("type") == "directory":
+            continue
+        name = posixpath.basename(path)
+        if name.startswith("."):
+            continue
+        if exts is not None and os.path.splitext(name)[1].lower() not in exts:
+            continue
+        uri = path if s == "file" else f"{s}://{path}"
+        out.append(FileInfo(uri=uri, size=int(i.get("size") or 0), etag=_etag(i)))
+    return out
+
+
+def local_copy(uri: str, folder: str | None = None) -> str:
+    """A local path holding ``uri``'s bytes: the path itself for local files, else a download streamed to ``folder``
+    (a temporary folder by default; the caller removes it). Never holds the whole object in memory."""
+    if scheme(uri) == "file":
+        return strip(uri)
+    folder = folder or tempfile.mkdtemp(prefix="vmr-")
+    dest = os.path.join(folder, posixpath.basename(strip(uri)))
+    filesystem(uri).get_file(strip(uri), dest)
+    return dest
