@@ -1,0 +1,289 @@
+"""The feature store: per-video CLIP frame features with their timestamps in seconds, and a manifest.
+
+Layout under the store root (a local path or any :mod:`vmr.storage` URI)::
+
+    {root}/features/{video_id}.npz      timestamps (n,) float64 seconds, features (n, D) float32, L2-normalised rows
+    {root}/manifest/{video_id}.json     one manifest entry per video (keys: MANIFEST_KEYS)
+    {root}/failures.json                [{uri, reason, ...}] of the last extraction run
+
+``video_id`` may contain ``/`` (videos in subfolders of the ``--videos`` prefix); the same subfolders appear under
+``features/`` and ``manifest/``. One manifest file per video lets many writers (Ray tasks) add videos at once without
+a shared file to race on. :meth:`FeatureStore.write` writes the features first and the manifest entry second, each
+atomically, so a manifest entry exists only for complete features: a run killed midway leaves, at worst, a features
+file without an entry, which the next run rewrites.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import posixpath
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vmr import storage
+from vmr.errors import InputError
+
+EXTRACTOR_VERSION = "1"  # bump when decoding, sampling or preprocessing changes what a feature row means
+IMPORTED_EXTRACTOR_VERSION = "imported-npz-1"  # features imported from Moment-DETR / UniVTG style folders
+
+MANIFEST_KEYS = (
+    "video_id", "source_uri", "source_size", "source_etag", "duration", "fps", "n_frames", "timestamps",
+    "model", "pretrained", "extractor_version", "dim", "created",
+)
+_CALLER_KEYS = ("source_uri", "source_size", "source_etag", "duration", "fps", "model", "pretrained", "extractor_version")
+
+
+@dataclass(frozen=True)
+class ExtractSettings:
+    """What makes two feature rows comparable: the CLIP model, its weights tag, the sampling rate (samples per
+    second) and the extractor version."""
+
+    model: str
+    pretrained: str
+    fps: float
+    extractor_version: str = EXTRACTOR_VERSION
+
+    @classmethod
+    def from_entry(cls, entry: dict) -> "ExtractSettings":
+        return cls(str(entry["model"]), str(entry["pretrained"]), float(entry["fps"]), str(entry["extractor_version"]))
+
+
+@dataclass
+class VideoFeatures:
+    """One video's features: ``timestamps`` (n,) float64 seconds, ``features`` (n, D) float32 L2-normalised rows,
+    and its manifest ``entry``."""
+
+    video_id: str
+    timestamps: np.ndarray
+    features: np.ndarray
+    entry: dict = field(repr=False)
+
+    @property
+    def step(self) -> float:
+        """Seconds between sampled rows (1/fps)."""
+        return 1.0 / float(self.entry["fps"])
+
+    @property
+    def duration(self) -> float:
+        """The source video's duration in seconds."""
+        return float(self.entry["duration"])
+
+
+def video_id_for(uri: str, base: str) -> str:
+    """A video's id: its path under ``base`` without the extension (``league/m2`` for ``s3://raw/league/m2.mkv``
+    under ``s3://raw``). If ``base`` is the file itself, its name without the extension."""
+    if storage.normalize(uri) == storage.normalize(base):
+        rel = posixpath.basename(storage.strip(uri).replace("\\", "/"))
+    else:
+        rel = storage.relative(uri, base)
+    stem, _ = posixpath.splitext(rel)
+    return _check_id(stem)
+
+
+def _check_id(video_id: str) -> str:
+    parts = video_id.split("/")
+    if not video_id or video_id.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise InputError(f"invalid video id {video_id!r}: a relative path without '.' or '..' components")
+    return video_id
+
+
+class FeatureStore:
+    """Read and write the feature store at ``uri`` (see the module docstring for the layout)."""
+
+    def __init__(self, uri: str):
+        self.uri = storage.normalize(uri)
+
+    def __repr__(self) -> str:
+        return f"FeatureStore({self.uri!r})"
+
+    # -- locations -------------------------------------------------------------------------------------------
+    def features_uri(self, video_id: str) -> str:
+        return storage.join(self.uri, "features", *_check_id(video_id).split("/")) + ".npz"
+
+    def entry_uri(self, video_id: str) -> str:
+        return storage.join(self.uri, "manifest", *_check_id(video_id).split("/")) + ".json"
+
+    @property
+    def failures_uri(self) -> str:
+        return storage.join(self.uri, "failures.json")
+
+    # -- writing ---------------------------------------------------------------------------------------------
+    def write(self, video_id: str, timestamps: np.ndarray, features: np.ndarray, entry: dict) -> None:
+        """Store one video: the features file first, then its manifest entry, each atomically.
+
+        ``entry`` must hold ``source_uri, source_size, source_etag, duration, fps, model, pretrained,
+        extractor_version``; ``video_id, n_frames, dim, timestamps`` are filled in from the arrays and ``created``
+        (UTC, ISO 8601) unless given. Rows must be L2-normalised and timestamps strictly increasing seconds."""
+        _check_id(video_id)
+        ts = np.asarray(timestamps, dtype=np.float64)
+        feats = np.asarray(features, dtype=np.float32)
+        if ts.ndim != 1 or feats.ndim != 2 or len(ts) != len(feats):
+            raise ValueError(f"{video_id}: timestamps (n,) and features (n, D) expected, got {ts.shape} and {feats.shape}")
+        if len(ts) == 0:
+            raise ValueError(f"{video_id}: no feature rows to store")
+        if not np.all(np.isfinite(ts)) or np.any(np.diff(ts) <= 0):
+            raise ValueError(f"{video_id}: timestamps must be finite and strictly increasing seconds")
+        norms = np.linalg.norm(feats, axis=1)
+        if not np.all(np.abs(norms - 1.0) < 1e-3):
+            raise ValueError(f"{video_id}: feature rows must be L2-normalised (norms {norms.min():.4f}..{norms.max():.4f})")
+        missing = [k for k in _CALLER_KEYS if k not in entry]
+        if missing:
+            raise ValueError(f"{video_id}: manifest entry lacks {missing}")
+        full = {k: entry[k] for k in entry}
+        full.update(video_id=video_id, n_frames=int(len(ts)), dim=int(feats.shape[1]), timestamps=[float(t) for t in ts])
+        full.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        full = _jsonable(full)
+
+        buf = io.BytesIO()
+        np.savez(buf, timestamps=ts, features=feats)
+        storage.write_bytes_atomic(self.features_uri(video_id), buf.getvalue())
+        storage.write_text_atomic(self.entry_uri(video_id), json.dumps(full, indent=1))
+
+    def write_failures(self, failures: list[dict]) -> None:
+        """Replace the failures table with ``failures`` (dicts with at least ``uri`` and ``reason``): the complete
+        list of the latest run, so that files fixed since drop out of it."""
+        rows = []
+        for f in failures:
+            if "uri" not in f or "reason" not in f:
+                raise ValueError(f"a failure needs 'uri' and 'reason', got {f}")
+            rows.append(_jsonable(dict(f)))
+        rows.sort(key=lambda r: str(r["uri"]))
+        storage.write_text_atomic(self.failures_uri, json.dumps(rows, indent=1))
+
+    # -- reading ---------------------------------------------------------------------------------------------
+    def entry(self, video_id: str) -> dict | None:
+        """The manifest entry of ``video_id``, or None if it has none."""
+        try:
+            return json.loads(storage.read_text(self.entry_uri(video_id)))
+        except FileNotFoundError:
+            return None
+
+    def entries(self) -> dict[str, dict]:
+        """All manifest entries by video id (sorted)."""
+        root = storage.join(self.uri, "manifest")
+        if not storage.exists(root):
+            return {}
+        found = storage.list_files(root, extensions={".json"})
+        uris = [f.uri for f in found]
+        fs = storage.filesystem(root)
+        blobs = fs.cat([storage.strip(u) for u in uris]) if uris else {}  # one concurrent fetch on object stores
+        out = {}
+        for u in uris:
+            e = json.loads(blobs[storage.strip(u)])
+            out[e["video_id"]] = e
+        return dict(sorted(out.items()))
+
+    def video_ids(self) -> list[str]:
+        return list(self.entries())
+
+    def __contains__(self, video_id: str) -> bool:
+        return storage.exists(self.entry_uri(video_id))
+
+    def __len__(self) -> int:
+        root = storage.join(self.uri, "manifest")
+        return len(storage.list_files(root, extensions={".json"})) if storage.exists(root) else 0
+
+    def load(self, video_id: str) -> VideoFeatures:
+        """A video's timestamps (seconds) and features (n, D). InputError if the store does not hold it."""
+        entry = self.entry(video_id)
+        if entry is None:
+            known = len(self)
+            raise InputError(f"video {video_id!r} is not in the feature store {self.uri} ({known} videos there)")
+        try:
+            data = storage.read_bytes(self.features_uri(video_id))
+        except FileNotFoundError as e:
+            raise InputError(f"feature store {self.uri}: features of {video_id!r} are missing") from e
+        with np.load(io.BytesIO(data)) as z:
+            ts = z["timestamps"].astype(np.float64)
+            feats = z["features"].astype(np.float32)
+        if len(ts) != int(entry["n_frames"]):
+            raise InputError(
+                f"feature store {self.uri}: {video_id!r} has {len(ts)} rows but its manifest says {entry['n_frames']} "
+                "(is it being re-extracted right now?)"
+            )
+        return VideoFeatures(video_id=video_id, timestamps=ts, features=feats, entry=entry)
+
+    def failures(self) -> list[dict]:
+        """The failures table of the latest run ([] if none was written)."""
+        try:
+            return json.loads(storage.read_text(self.failures_uri))
+        except FileNotFoundError:
+            return []
+
+    def is_current(self, video_id: str, source_size: int, source_etag: str, settings: ExtractSettings) -> bool:
+        """True when ``video_id`` is stored from the same source object (size and etag) with the same settings, so a
+        re-run can skip it."""
+        e = self.entry(video_id)
+        if e is None:
+            return False
+        return (
+            int(e.get("source_size", -1)) == int(source_size)
+            and str(e.get("source_etag")) == str(source_etag)
+            and ExtractSettings.from_entry(e) == settings
+        )
+
+    def settings(self) -> ExtractSettings | None:
+        """The settings all stored videos were extracted with (None for an empty store). InputError if they differ."""
+        found: dict[ExtractSettings, list[str]] = {}
+        for vid, e in self.entries().items():
+            found.setdefault(ExtractSettings.from_entry(e), []).append(vid)
+        if not found:
+            return None
+        if len(found) > 1:
+            desc = "; ".join(f"{s} for {len(v)} videos (e.g. {v[0]})" for s, v in found.items())
+            raise InputError(f"feature store {self.uri} mixes extraction settings: {desc}")
+        return next(iter(found))
+
+
+def _jsonable(d: dict) -> dict:
+    """Plain JSON types (NumPy scalars -> Python numbers); rejects NaN/inf."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, np.generic):
+            v = v.item()
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"manifest value {k}={v} is not finite")
+        out[k] = v
+    return out
+
+
+def import_npz_features(src_uri: str, store_uri: str, clip_seconds: float, model: str, pretrained: str) -> list[str]:
+    """Import Moment-DETR / UniVTG style feature folders into the store; returns the imported video ids.
+
+    ``src_uri`` is a folder (searched recursively) of ``{vid}.npz`` files, or one such file, each with key
+    ``features`` of shape (n, D): one row per clip of ``clip_seconds``. Row i gets the timestamp ``i * clip_seconds``
+    (the clip's start), fps is ``1 / clip_seconds`` and duration ``n * clip_seconds``. Rows that are not
+    L2-normalised (UniVTG's are not) are normalised here; a file with an all-zero or non-finite row is refused with
+    a clear error. The manifest records the npz as the source (its URI, size and etag),
+    ``model`` and ``pretrained`` as stated by the caller, and extractor version ``IMPORTED_EXTRACTOR_VERSION``.
+    """
+    if not clip_seconds > 0:
+        raise InputError(f"--clip-seconds must be positive, got {clip_seconds}")
+    files = storage.list_files(src_uri, extensions={".npz"})
+    if not files:
+        raise InputError(f"no .npz files under {src_uri}")
+    store = FeatureStore(store_uri)
+    ids = []
+    for f in files:
+        vid = video_id_for(f.uri, src_uri)
+        with np.load(io.BytesIO(storage.read_bytes(f.uri))) as z:
+            if "features" not in z:
+                raise InputError(f"{f.uri}: no 'features' array (keys: {sorted(z.keys())})")
+            feats = np.asarray(z["features"], dtype=np.float32)
+        if feats.ndim != 2 or len(feats) == 0:
+            raise InputError(f"{f.uri}: 'features' must be a non-empty (n, D) array, got shape {feats.shape}")
+        norms = np.linalg.norm(feats, axis=1, keepdims=True)
+        if np.any(norms == 0) or not np.all(np.isfinite(feats)):
+            raise InputError(f"{f.uri}: has all-zero or non-finite rows, which cannot be normalised")
+        feats = feats / norms
+        n = len(feats)
+        entry = dict(
+            source_uri=f.uri, source_size=f.size, source_etag=f.etag, duration=n * float(clip_seconds),
+            fps=1.0 / float(clip_seconds), model=model, pretrained=pretrained, extractor_version=IMPORTED_EXTRACTOR_VERSION,
+        )
+        store.write(vid, np.arange(n, dtype=np.float64) * float(clip_seconds), feats, entry)
+        ids.append(vid)
+    return ids
