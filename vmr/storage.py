@@ -84,6 +84,14 @@ def join(base: str, *parts: str) -> str:
     return f"{s}://" + posixpath.join(strip(base).rstrip("/"), *parts)
 
 
+def parent(uri: str) -> str:
+    """The folder holding ``uri`` (a URI or path), in the same form: ``s3://b/a`` for ``s3://b/a/x.csv``."""
+    s = scheme(uri)
+    if s == "file":
+        return os.path.dirname(strip(uri))
+    return f"{s}://" + posixpath.dirname(strip(uri).rstrip("/"))
+
+
 def relative(uri: str, base: str) -> str:
     """``uri``'s path below ``base``, with forward slashes (``match1.mp4`` for ``s3://raw/match1.mp4`` under ``s3://raw``)."""
     a, b = strip(uri), strip(base).rstrip("/")
