@@ -90,3 +90,15 @@ def test_cxw_round_trip():
     np.testing.assert_allclose(cxw_to_se(se_to_cxw(se)), se)
     t = torch.tensor([[4.0, 4.0]])
     torch.testing.assert_close(cxw_to_se(t), torch.tensor([[2.0, 6.0]]))
+
+
+def test_nms_equals_the_plain_greedy_definition():
+    rng = np.random.default_rng(3)
+    s = np.sort(rng.integers(0, 40, (120, 2)).astype(float), axis=1)
+    spans = np.column_stack([s, rng.integers(0, 10, 120) / 10.0])  # many score ties
+    expected = []
+    for k in np.argsort(-spans[:, 2], kind="stable"):
+        if all(temporal_iou(spans[k, :2], e[:2]) <= 0.4 for e in expected):
+            expected.append(spans[k])
+    np.testing.assert_array_equal(nms_1d(spans, 0.4), np.array(expected))
+    np.testing.assert_array_equal(nms_1d(spans, 0.4, top_k=3), np.array(expected[:3]))

@@ -97,14 +97,15 @@ def nms_1d(spans, iou_threshold: float = 0.7, top_k: int | None = None):
     limit = len(arr) if top_k is None else max(int(top_k), 0)
     alive = np.ones(len(arr), dtype=bool)
     keep: list[int] = []
-    for i in range(len(arr)):
-        if len(keep) >= limit:
-            break
-        if not alive[i]:
-            continue
+    i = 0
+    while i < len(arr) and len(keep) < limit:
         keep.append(i)
         rest = slice(i + 1, None)
         alive[rest] &= temporal_iou(arr[i, :2], arr[rest, :2]) <= iou_threshold
+        survivors = np.flatnonzero(alive[rest])
+        if not len(survivors):
+            break
+        i = i + 1 + int(survivors[0])
     out = arr[keep]
     if as_torch:
         import torch
