@@ -86,3 +86,18 @@ def test_bad_input_is_refused():
         transition_points(v, torch.tensor([0, 3]), torch.tensor([[True] * 4, [True, True, False, False]]))
     with pytest.raises(ValueError, match="valid row"):
         transition_points(v, torch.tensor([0, 0]), torch.tensor([[True] * 4, [False] * 4]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(3, 12), st.integers(0, 2**31 - 1))
+def test_right_split_is_hard_dtw_against_anchor_and_last_frame(n, seed):
+    """Rows a..n-1 aligned by hard DTW (cost 1 - cos) to the two-frame sequence (v_a, v_{n-1}) split where our bR
+    does: the transition point is a DTW path's change of column."""
+    from vmr.alignment import cosine_cost, dtw_path
+
+    rng = np.random.default_rng(seed)
+    v = torch.from_numpy(rng.normal(size=(n, 4)))
+    a = int(rng.integers(0, n - 1))
+    _, br = transition_points(v[None], torch.tensor([a]))
+    path = dtw_path(cosine_cost(v[a:], v[[a, n - 1]]))
+    assert int(br) == a + max(row for row, col in path if col == 0)

@@ -8,16 +8,18 @@ split maximises the summed cosine similarity of every frame to the prototype of 
     bL = argmax_{b in [0, a]}      sum_{i < b} cos(v_0, v_i)      + sum_{b <= i <= a} cos(v_a, v_i)
     bR = argmax_{b in [a, n-1]}    sum_{a <= i <= b} cos(v_a, v_i) + sum_{b < i < n} cos(v_{n-1}, v_i)
 
-This is hard DTW of ``v_0..v_a`` against the two-element sequence ``(v_0, v_a)`` (and of ``v_a..v_{n-1}`` against
-``(v_a, v_{n-1})``) with cost ``1 - cos``, except that the end frame may join the anchor's side.
+This is the transition point of a hard DTW path (cost ``1 - cos``) aligning ``v_a..v_{n-1}`` to the two-frame
+sequence ``(v_a, v_{n-1})`` (tested against :func:`vmr.alignment.dtw_path`), and the mirror image on the left: the
+paper's "apply DTW to detect a semantic transition point". Because an end frame scores 1 with itself, the end frame
+joins the anchor's segment only on an exact tie (or when the anchor is that end frame).
 
 Resolving the paper's Eq. 3 / Eq. 4 indexing disagreement: Eq. 4 sums the anchor side over ``[A, b]`` (anchor
 included, ``b^R`` the *last* frame with the anchor), while Eq. 3 sums the first-frame side over ``[2, b]`` and the
-anchor side over ``[b+1, A]``, so its ``b^L`` is the last frame *not* with the anchor, frame 1 is never scored, and
-``b = A`` hands the anchor itself to the other side. We take Eq. 4 as written and Eq. 3 as its mirror image, so
-``[bL, bR]`` is exactly the set of frames assigned to the anchor (what Eq. 5/6 keep unmasked), the anchor is always
-inside, every frame on either side is scored, and the result is symmetric under reversing time. Ties go to the wider
-segment (smallest ``bL``, largest ``bR``).
+anchor side over ``[b+1, A]``, so its ``b^L`` is the last frame *not* with the anchor (one row left of the segment),
+and its ``b = A`` hands the anchor itself to the other side. We take Eq. 4 as written and Eq. 3 as its mirror image,
+so ``[bL, bR]`` is exactly the set of frames assigned to the anchor (what Eqs. 5-6 keep unmasked), the anchor is
+always inside, and the result is symmetric under reversing time. Ties go to the wider segment (smallest ``bL``,
+largest ``bR``).
 
 Rows are 0-based here (the paper's are 1-based). Padding must be trailing (as :func:`vmr.samples.collate` lays it
 out); padded rows never enter a sum and ``n - 1`` is each item's last *valid* row.
