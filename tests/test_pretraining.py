@@ -1,8 +1,6 @@
 """Random-clip pretraining samples: the ground truth stays on the clip's frames under every augmentation."""
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -19,8 +17,10 @@ from vmr.pretraining import (
     resample_rows,
     resampled_length,
     sample_clip_specs,
+    video_extents,
 )
 from vmr.samples import collate
+from vmr.store import FeatureStore, VideoFeatures
 
 
 def _video(video_id: str, n: int, step: float, offset: float = 0.0, jitter: float = 0.0, dim: int = 16, seed: int = 0):
@@ -29,7 +29,7 @@ def _video(video_id: str, n: int, step: float, offset: float = 0.0, jitter: floa
     f = rng.normal(size=(n, dim)).astype(np.float32)
     f /= np.linalg.norm(f, axis=1, keepdims=True)
     t = offset + step * np.arange(n) + rng.uniform(0, jitter * step, n) * (jitter > 0)
-    return SimpleNamespace(video_id=video_id, timestamps=t, features=f, step=step)
+    return VideoFeatures(video_id=video_id, timestamps=t, features=f, entry={"fps": 1.0 / step, "duration": n * step})
 
 
 configs = st.builds(
@@ -54,12 +54,12 @@ def test_ground_truth_is_inside_the_target_and_covers_exactly_the_clip_rows(cfg,
                                 "clip_max": cfg.clip_max * seconds_scale,
                                 "target_window_s": cfg.target_window_s})
     vf = _video("v", n, step, offset=offset_frac * step, jitter=jitter)
-    duration = float(vf.timestamps[-1] + step)
-    specs = sample_clip_specs({"v": duration}, cfg, epoch=epoch)
+    v0, v1 = float(vf.timestamps[0]), float(vf.timestamps[-1] + vf.step)
+    specs = sample_clip_specs({"v": (v0, v1)}, cfg, epoch=epoch)
     assert len(specs) == 2 * cfg.clips_per_video  # the original and one augmented copy per clip
     by_clip: dict[str, list] = {}
     for spec in specs:
-        assert 0.0 <= spec.target_start <= spec.clip_start < spec.clip_end <= spec.target_end <= duration + 1e-9
+        assert v0 <= spec.target_start <= spec.clip_start < spec.clip_end <= spec.target_end <= v1 + 1e-9
         s = materialize_clip(spec, vf)
         start, end = s.spans[0]
         t = s.target_times
@@ -185,7 +185,7 @@ def test_spec_outside_the_features_is_a_clear_error():
 def test_real_clip_features_make_a_padded_pretraining_batch(shared_data):
     f = np.load(shared_data / "features" / "univtg-sample" / "vid.npz")["features"].astype(np.float32)
     f /= np.linalg.norm(f, axis=1, keepdims=True)
-    vf = SimpleNamespace(video_id="univtg", timestamps=2.0 * np.arange(len(f)), features=f, step=2.0)
+    vf = VideoFeatures(video_id="univtg", timestamps=2.0 * np.arange(len(f)), features=f, entry={"fps": 0.5})
     cfg = PretrainConfig(clip_min=4.0, clip_max=10.0, clips_per_video=4, seed=1)
     samples = [materialize_clip(s, vf) for s in sample_clip_specs({"univtg": 30.0}, cfg)]
     batch = collate(samples, max_target=15, max_query=12)
@@ -196,3 +196,17 @@ def test_real_clip_features_make_a_padded_pretraining_batch(shared_data):
         # the original query is made of the target frames under its ground truth (real CLIP rows, not synthetic)
         if s.meta["augmentation"] == "none":
             np.testing.assert_array_equal(batch["query"][b, : q1 - q0].numpy(), batch["target"][b][batch["fg"][b] > 0])
+
+
+def test_extents_come_from_the_store_manifest_and_clips_stay_on_the_frames(tmp_path):
+    store = FeatureStore(str(tmp_path / "store"))
+    entry = dict(source_uri="x", source_size=1, source_etag="e", duration=10.0, fps=2.0, model="m", pretrained="p",
+                 extractor_version="1")
+    vf = _video("late/start", 19, 0.5, offset=0.25)
+    store.write("late/start", vf.timestamps, vf.features, entry)
+    extents = video_extents(store)
+    assert extents == {"late/start": (0.25, pytest.approx(0.25 + 9.5))}
+    cfg = PretrainConfig(clip_min=0.05, clip_max=0.2, clips_per_video=50)
+    for spec in sample_clip_specs(extents, cfg):
+        s = materialize_clip(spec, store)
+        assert s.foreground().sum() >= 1

@@ -124,24 +124,28 @@ def clips_for(duration: float, config: PretrainConfig) -> int:
     return config.clips_per_video + int(config.clips_per_minute * duration / 60.0)
 
 
-def sample_clip_specs(videos: Mapping[str, float], config: PretrainConfig, epoch: int = 0) -> list[ClipSpec]:
-    """Draw the pretraining specs of one epoch. ``videos`` maps video id -> duration in seconds (the video spans
-    ``[0, duration)``; :func:`video_durations` reads them from a feature store). Deterministic for
-    ``(config.seed, epoch)``; videos are visited in sorted id order and each has its own random stream."""
+def sample_clip_specs(videos: Mapping[str, float | tuple[float, float]], config: PretrainConfig,
+                      epoch: int = 0) -> list[ClipSpec]:
+    """Draw the pretraining specs of one epoch. ``videos`` maps video id -> its extent in seconds: a duration (the
+    video spans ``[0, duration)``) or a ``(start, end)`` pair; :func:`video_extents` reads them from a feature store.
+    Deterministic for ``(config.seed, epoch)``; videos are visited in sorted id order and each has its own random
+    stream."""
     weights = np.asarray(config.weights(), dtype=np.float64)
     probs = weights / weights.sum() if weights.sum() > 0 else None
     specs: list[ClipSpec] = []
     for vid in sorted(videos):
-        duration = float(videos[vid])
+        extent = videos[vid]
+        v0, v1 = (0.0, float(extent)) if np.isscalar(extent) else (float(extent[0]), float(extent[1]))
+        duration = v1 - v0
         if not duration > 0:
-            raise InputError(f"video {vid!r} has duration {duration}; need > 0 seconds")
+            raise InputError(f"video {vid!r} spans [{v0}, {v1}) s; need a positive duration")
         rng = _video_seed(config.seed, epoch, vid)
         for k in range(clips_for(duration, config)):
             if config.target_window_s is None:
-                w0, w1 = 0.0, duration
+                w0, w1 = v0, v1
             else:
                 wlen = min(rng.uniform(*config.target_window_s), duration)
-                w0 = rng.uniform(0.0, duration - wlen)
+                w0 = v0 + rng.uniform(0.0, duration - wlen)
                 w1 = w0 + wlen
             wlen = w1 - w0
             clen = rng.uniform(config.clip_min, config.clip_max)
@@ -168,15 +172,20 @@ def sample_clip_specs(videos: Mapping[str, float], config: PretrainConfig, epoch
     return specs
 
 
-def video_durations(store) -> dict[str, float]:
-    """Video id -> duration in seconds (end of the last feature row: ``timestamps[-1] + step``) for every video in a
-    feature store (anything with ``video_ids()`` and ``load(video_id)``)."""
+def video_extents(store) -> dict[str, tuple[float, float]]:
+    """Video id -> ``(start, end)`` seconds covered by its feature rows (``timestamps[0]``, ``timestamps[-1] + step``)
+    for every video in a feature store. Reads only the manifest (``entries()``, whose entries hold ``timestamps`` and
+    ``fps``) when the store has one, else loads each video."""
     out = {}
-    for vid in store.video_ids():
-        vf = store.load(vid)
-        if len(vf.timestamps) == 0:
-            continue
-        out[vid] = float(vf.timestamps[-1] + vf.step)
+    entries = store.entries() if hasattr(store, "entries") else None
+    for vid in (entries if entries is not None else store.video_ids()):
+        if entries is not None and entries[vid].get("timestamps") and entries[vid].get("fps"):
+            ts, step = entries[vid]["timestamps"], 1.0 / float(entries[vid]["fps"])
+        else:
+            vf = store.load(vid)
+            ts, step = vf.timestamps, vf.step
+        if len(ts):
+            out[vid] = (float(ts[0]), float(ts[-1]) + step)
     return out
 
 
