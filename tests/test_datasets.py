@@ -156,6 +156,26 @@ def test_spec_records_round_trip_and_unknown_specs_fail_early(pretraining_store)
         spec_from_record({"kind": "nope", "spec": "{}"})
 
 
+def test_annotation_pairs_and_sentences_go_through_the_same_dataset(pretraining_store):
+    pairs = pytest.importorskip("vmr.pairs")
+    pair = pairs.PairSpec(pair_id="p1", query_video="match/a", query_start=2.0, query_end=6.0, target_video="c",
+                          target_start=10.0, target_end=70.0, spans=((30.0, 34.0),), action_class="goal",
+                          split="train")
+    text = pairs.TextSpec(qid="q1", vid="match/b", sentence="a goal", spans=((5.0, 9.0), (20.0, 22.0)), split="train")
+    emb = np.random.default_rng(0).normal(size=64).astype(np.float32)
+    clip = _specs(pretraining_store)[0]
+    ds = SpecDataset([pair, text, clip], pretraining_store, max_target=MAX_T, max_query=MAX_Q,
+                     context={"text_features": {"a goal": emb / np.linalg.norm(emb)}})
+    batch = next(iter(make_loader(ds, batch_size=3)))
+    assert batch["sample_id"][:2] == ["p1", "q1"] and batch["target"].shape == (3, MAX_T, 64)
+    assert batch["span_mask"].sum(1).tolist() == [1, 2, 1]
+    assert batch["query_mask"][1].sum() == 1  # one sentence embedding
+    for b in range(2):  # cropped to 64 rows around every ground-truth span, none lost
+        assert batch["fg"][b].sum() == ds[b].foreground().sum()
+    for spec in (pair, text):
+        assert spec_from_record(spec_to_record(spec)) == spec
+
+
 # ---- Ray path ---------------------------------------------------------------------------------------------------
 
 

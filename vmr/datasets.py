@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import inspect
 import json
 import zlib
 from collections import OrderedDict
@@ -34,14 +35,19 @@ from vmr.samples import Sample, collate
 
 _BY_TYPE: dict[type, tuple[str, Callable[..., Sample]]] = {}
 _BY_NAME: dict[str, type] = {}
+_ACCEPTS: dict[type, frozenset | None] = {}  # context keys a materializer takes (None: any)
 
 
 def register_spec(spec_type: type, name: str, materialize_fn: Callable[..., Sample]) -> None:
-    """Register a spec dataclass under ``name`` with its ``materialize_fn(spec, store, **context) -> Sample``."""
+    """Register a spec dataclass under ``name`` with its ``materialize_fn(spec, store, **context) -> Sample``.
+    Each materializer receives only the context keys its signature names, so one context serves mixed specs."""
     if name in _BY_NAME and _BY_NAME[name] is not spec_type:
         raise ValueError(f"spec name {name!r} is already registered for {_BY_NAME[name].__qualname__}")
+    params = list(inspect.signature(materialize_fn).parameters.values())[2:]
+    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
     _BY_TYPE[spec_type] = (name, materialize_fn)
     _BY_NAME[name] = spec_type
+    _ACCEPTS[spec_type] = None if var_kw else frozenset(p.name for p in params)
 
 
 @functools.lru_cache(maxsize=1)
@@ -70,8 +76,11 @@ def _lookup(spec) -> tuple[str, Callable[..., Sample]]:
 
 
 def materialize(spec, store, **context) -> Sample:
-    """Turn any registered spec into a :class:`Sample` (``context`` is passed on to its materializer)."""
+    """Turn any registered spec into a :class:`Sample` (the ``context`` keys its materializer takes are passed on)."""
     _, fn = _lookup(spec)
+    accepts = _ACCEPTS[type(spec)]
+    if accepts is not None:
+        context = {k: v for k, v in context.items() if k in accepts}
     return fn(spec, store, **context)
 
 
@@ -80,7 +89,15 @@ def spec_to_record(spec) -> dict:
     spec type (so clips and pairs can share a dataset)."""
     name, _ = _lookup(spec)
     d = dataclasses.asdict(spec)
-    return {"kind": name, "sample_id": str(d.get("sample_id", "")), "spec": json.dumps(d)}
+    return {"kind": name, "sample_id": spec_id(spec), "spec": json.dumps(d)}
+
+
+def spec_id(spec) -> str:
+    """The id of the sample a spec makes: its ``sample_id``, ``pair_id`` or ``qid``."""
+    for attr in ("sample_id", "pair_id", "qid"):
+        if hasattr(spec, attr):
+            return str(getattr(spec, attr))
+    return ""
 
 
 def spec_from_record(record: dict):
@@ -209,7 +226,9 @@ class SpecDataset(Dataset):
     """A map-style dataset over specs: ``dataset[i]`` is the materialised (and, with ``crop=True``, fitted)
     :class:`Sample` of ``specs[i]``; :meth:`collate` pads a list of them to ``max_target``/``max_query`` rows.
 
-    Use :func:`make_loader` for a ``DataLoader``; each worker process keeps its own :class:`FeatureCache`."""
+    ``context`` is passed to every materializer, e.g. ``{"text_features": vmr.pairs.embed_sentences(specs, enc)}``
+    for ``TextSpec``. Use :func:`make_loader` for a ``DataLoader``; each worker process keeps its own
+    :class:`FeatureCache`."""
 
     def __init__(self, specs: Sequence, store, max_target: int | None = None, max_query: int | None = None,
                  crop: bool = True, seed: int = 0, cache_size: int = 32, context: dict | None = None):

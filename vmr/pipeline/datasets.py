@@ -116,7 +116,10 @@ def padded_columns(samples: list, max_target: int, max_query: int, max_spans: in
 def sample_dataset(specs: Sequence, store, config: StreamConfig, shuffle_seed: int | None = None,
                    context: dict | None = None) -> ray.data.Dataset:
     """Specs -> a lazily materialised dataset of padded rows. ``store`` should be a URI (each actor opens it) or a
-    picklable store object. Pass it to a trainer as ``datasets={"train": ...}``."""
+    picklable store object; ``context`` goes to the materializers (e.g. ``text_features``). Pass the result to a
+    trainer as ``datasets={"train": ...}``. A trainer iterates the same rows every epoch: for fresh pretraining clips
+    per epoch, build one dataset per epoch (``sample_clip_specs(..., epoch=e)``) or concatenate several epochs' specs
+    into one dataset read once."""
     return spec_dataset(specs, shuffle_seed).map_batches(
         MaterializeBatch,
         fn_constructor_kwargs=dict(store=store, max_target=config.max_target, max_query=config.max_query,
