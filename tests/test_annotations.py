@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from vmr import annotations as ann
@@ -418,3 +419,36 @@ def test_check_cli_unreadable_file_is_one_line(tmp_path, capsys):
     rc = main(["annotations", "check", _write(tmp_path, "x.txt", "what is this\n")])
     err = capsys.readouterr().err
     assert rc == 2 and "--format" in err and "Traceback" not in err
+
+
+# ---- object storage ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_files_and_side_files_on_s3(s3_server, shared_data, tmp_path, capsys):
+    """Annotations usually sit in a bucket: the side files (length.json, id_class_mapping.json) are found next to the
+    file there too, and the check runs against a feature store in S3."""
+    base = s3_server.bucket()
+    d = shared_data / "annotations"
+    for rel in ("sportsmoments/test.csv", "sportsmoments/id_class_mapping.json", "activitynet-vrl/val.json",
+                "activitynet-vrl/length.json"):
+        s3_server.upload(d / rel, f"{base}/{rel}")
+    r = ann.check(f"{base}/sportsmoments/test.csv")
+    assert (r.format, r.rows, r.duplicates, r.errors) == ("sportsmoments", 10000, 42, [])
+    assert any("id_class_mapping.json" in n for n in r.notes)
+    r = ann.check(f"{base}/activitynet-vrl/val.json")
+    assert r.rows == 829 and r.errors == [] and any("length.json" in n for n in r.notes)
+
+    from vmr.store import FeatureStore
+
+    store = FeatureStore(f"{base}/features")
+    ts = np.arange(20) / 2.0
+    f = np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)
+    f /= np.linalg.norm(f, axis=1, keepdims=True)
+    store.write("m1", ts, f, dict(source_uri="s3://x/m1.mp4", source_size=1, source_etag="e", duration=10.0, fps=2.0,
+                                  model="ViT-B-32", pretrained="none", extractor_version="test"))
+    s3_server.upload(_write(tmp_path, "m.csv", "video_id,action_class,start,end\nm1,goal,1,3\nm1,goal,8,13\n"),
+                     f"{base}/matches/m.csv")
+    rc = main(["annotations", "check", f"{base}/matches/m.csv", "--store", store.uri, "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 1 and out["errors"] == [{"line": 3, "error": "instance [8, 13) s is outside video 'm1''s duration 10 s"}]

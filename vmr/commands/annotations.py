@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 
-FORMATS = ("sportsmoments", "activitynet-vrl", "qvhighlights", "charades-sta", "activitynet-captions", "matches")
+from vmr.annotations.detect import FORMATS
+
 MAX_PRINTED = 20
 
 
