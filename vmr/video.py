@@ -123,7 +123,24 @@ def _open(path: str):
     origin = float(spans[:, 0].min())
     starts = spans[:, 0] - origin
     duration = float(spans[:, 1].max() - origin)
+    _check_not_cut_short(path, duration)
     return reader, starts, duration
+
+
+def _check_not_cut_short(path: str, duration: float) -> None:
+    """Raise "truncated" when the container header declares a longer video than the frames present. A cut-off mp4
+    whose index (moov) comes first still opens, and decord then silently indexes only the frames that remain; the
+    declared duration (PyAV) exposes it. Tolerance: 0.5 s or 2 %, far above the few hundredths of a second by which
+    decord's and the header's durations of intact files differ."""
+    import av
+
+    try:
+        with av.open(path) as container:
+            declared = container.duration / 1e6 if container.duration else None
+    except Exception:  # noqa: BLE001 - no declared duration to compare with; decord's reading stands
+        return
+    if declared and declared - duration > max(0.5, 0.02 * declared):
+        raise DecodeError(path, "truncated", f"frames end at {duration:.2f} s but the container declares {declared:.2f} s")
 
 
 def probe(path: str) -> VideoInfo:
