@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vmr import annotations as ann
-from vmr.annotations.records import ActionInstance, TextMoment, VideoPair
+from vmr.annotations.records import ActionInstance, TextMoment
 from vmr.errors import ConfigError, InputError
 from vmr.pairs import (
     SPLITS, MatchPairConfig, PairSpec, TextSpec, build_match_pairs, embed_sentences, materialize_pair,
@@ -355,3 +355,14 @@ def test_text_specs_embedded_and_materialised(shared_data, make_feature_store):
     assert len(s.target) == len(store.load(specs[0].vid).timestamps) and s.foreground().any()
     with pytest.raises(InputError, match="embed_sentences"):
         materialize_text(TextSpec("q", specs[0].vid, "never embedded", ((0.0, 1.0),), "val"), store, feats)
+
+
+def test_match_pair_config_resolves_from_overrides():
+    from vmr.config import resolve
+
+    cfg = resolve(MatchPairConfig, overrides=["window_min=30", "split_fractions=[0.6,0.2,0.2]",
+                                              "class_splits={goal: test}", "pairs_per_instance=2"])
+    assert (cfg.window_min, cfg.window_max, cfg.split_fractions) == (30.0, 180.0, (0.6, 0.2, 0.2))
+    assert cfg.class_splits == {"goal": "test"} and cfg.pairs_per_instance == 2
+    with pytest.raises(ConfigError, match="unknown config key"):
+        resolve(MatchPairConfig, overrides=["window=30"])
