@@ -1,0 +1,388 @@
+"""The one model checkpoint format: a directory (local path or any :mod:`vmr.storage` URI) holding::
+
+    model.pt               the model's ``state_dict`` (CPU tensors, ``torch.save``)
+    vmr_checkpoint.json    the model card: kind, task, model config, feature settings, vmr version, metrics, extra
+    train_state.pt         optional: optimizer/scheduler/epoch state to resume training (never needed for inference)
+
+The card is written last, so a directory with a card always has complete weights (a save killed midway leaves no
+card, and :func:`load_model` refuses it). Ray Train checkpoints *are* such directories (plus ``train_state.pt``), and
+the MLflow model that :mod:`vmr.pipeline.tracking` registers wraps one, so every way a model is stored loads alike:
+
+- ``/path/ckpt``, ``file:///path/ckpt``, ``s3://bucket/runs/x/checkpoint_epoch0003``: a checkpoint directory;
+- a Ray Train run folder (``{storage_path}/{run name}``): its newest ``checkpoint_*`` directory by name;
+- ``models:/vmr-matr/latest``, ``models:/vmr-matr/3``, ``models:/vmr-matr@champion``, ``runs:/<run id>/model``: MLflow
+  model URIs, resolved against ``MLFLOW_TRACKING_URI`` by :func:`vmr.pipeline.tracking.download_model` (imported
+  only for such URIs, so this module needs neither MLflow nor Ray).
+
+A model records the features it was trained on (CLIP model name, pretrained tag, sampling fps, extractor version,
+dimension): :func:`check_features` refuses, with a message naming both settings, to run it on features made otherwise.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+import os
+import posixpath
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from vmr import storage
+from vmr.errors import InputError, VmrError
+
+FORMAT_VERSION = 1
+CARD_FILE = "vmr_checkpoint.json"
+WEIGHTS_FILE = "model.pt"
+TRAIN_STATE_FILE = "train_state.pt"
+MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
+
+# model kind -> (module, class, config class, task); the task says what the query is ("video" clip or "text")
+MODEL_KINDS: dict[str, tuple[str, str, str, str]] = {
+    "matr": ("vmr.models.matr", "MATR", "MATRConfig", "video"),
+    "a2fa": ("vmr.models.a2fa", "A2FA", "A2FAConfig", "text"),
+}
+
+
+class FeatureMismatchError(VmrError):
+    """A model was asked to run on features made with other settings than the ones it was trained on."""
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    """What a model's input rows are: CLIP ``model`` and ``pretrained`` tag, ``fps`` samples per second, the
+    ``extractor_version`` of :mod:`vmr.store` and the feature ``dim`` (0 = unknown, not compared)."""
+
+    model: str
+    pretrained: str
+    fps: float
+    extractor_version: str
+    dim: int = 0
+
+    @classmethod
+    def of(cls, source: Any) -> "FeatureSettings":
+        """From a :class:`FeatureSettings`, a :class:`vmr.store.ExtractSettings`, a manifest entry / dict with the
+        same keys, a :class:`vmr.store.FeatureStore` (its common settings and dim) or a :class:`ModelCard`."""
+        if isinstance(source, FeatureSettings):
+            return source
+        if isinstance(source, ModelCard):
+            return source.features
+        if hasattr(source, "entries") and hasattr(source, "settings"):  # a FeatureStore
+            settings = source.settings()
+            if settings is None:
+                raise InputError(f"feature store {source.uri} is empty: no feature settings to compare with")
+            first = next(iter(source.entries().values()))
+            return cls(settings.model, settings.pretrained, float(settings.fps), settings.extractor_version,
+                       int(first.get("dim") or 0))
+        if dataclasses.is_dataclass(source):
+            source = dataclasses.asdict(source)
+        if isinstance(source, dict):
+            try:
+                return cls(str(source["model"]), str(source["pretrained"]), float(source["fps"]),
+                           str(source["extractor_version"]), int(source.get("dim") or 0))
+            except KeyError as e:
+                raise InputError(f"feature settings lack {e.args[0]!r}: {sorted(source)}") from None
+        raise TypeError(f"cannot read feature settings from {type(source).__name__}")
+
+    def describe(self) -> str:
+        dim = f", {self.dim}-d" if self.dim else ""
+        return (f"CLIP {self.model} weights {self.pretrained!r}, {self.fps:g} samples/s, "
+                f"extractor version {self.extractor_version}{dim}")
+
+    def differences(self, other: "FeatureSettings") -> list[str]:
+        """Names of the settings that differ (``dim`` only when both know it)."""
+        out = [k for k in ("model", "pretrained", "extractor_version") if getattr(self, k) != getattr(other, k)]
+        if not math.isclose(self.fps, other.fps, rel_tol=1e-9, abs_tol=1e-12):
+            out.append("fps")
+        if self.dim and other.dim and self.dim != other.dim:
+            out.append("dim")
+        return out
+
+
+@dataclass
+class ModelCard:
+    """What a checkpoint says about its model. ``config`` is the model config as a dict (``MATRConfig`` /
+    ``A2FAConfig`` fields); ``metrics`` are numbers at save time (e.g. validation R1/mIoU); ``extra`` holds
+    provenance (epoch, run name, MLflow run id, workflow). ``source`` is where it was loaded from (not saved)."""
+
+    kind: str
+    task: str
+    config: dict
+    features: FeatureSettings
+    vmr_version: str
+    metrics: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+    created: str = ""
+    format_version: int = FORMAT_VERSION
+    source: str = ""
+
+    def to_json(self) -> str:
+        d = dataclasses.asdict(self)
+        d.pop("source")
+        return json.dumps(d, indent=1, sort_keys=True, default=_json_default)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "") -> "ModelCard":
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{source or 'checkpoint'}: {CARD_FILE} is not valid JSON: {e}") from None
+        version = int(d.get("format_version", 0))
+        if version > FORMAT_VERSION:
+            raise InputError(f"{source}: checkpoint format {version} is newer than this vmr understands "
+                             f"({FORMAT_VERSION}); upgrade vmr")
+        missing = [k for k in ("kind", "config", "features") if k not in d]
+        if missing:
+            raise InputError(f"{source}: {CARD_FILE} lacks {missing}")
+        if d["kind"] not in MODEL_KINDS:
+            raise InputError(f"{source}: unknown model kind {d['kind']!r}; known: {sorted(MODEL_KINDS)}")
+        return cls(
+            kind=d["kind"], task=d.get("task") or MODEL_KINDS[d["kind"]][3], config=dict(d["config"]),
+            features=FeatureSettings.of(d["features"]), vmr_version=str(d.get("vmr_version", "")),
+            metrics=dict(d.get("metrics") or {}), extra=dict(d.get("extra") or {}), created=str(d.get("created", "")),
+            format_version=version, source=source)
+
+
+def _json_default(x):
+    if hasattr(x, "item"):
+        return x.item()
+    if isinstance(x, (set, tuple)):
+        return list(x)
+    raise TypeError(f"{type(x).__name__} is not JSON serialisable")
+
+
+# ---- models -------------------------------------------------------------------------------------------------------
+
+
+def model_classes(kind: str) -> tuple[type, type]:
+    """``(model class, config class)`` of a model kind (``"matr"``, ``"a2fa"``)."""
+    import importlib
+
+    if kind not in MODEL_KINDS:
+        raise InputError(f"unknown model kind {kind!r}; known: {sorted(MODEL_KINDS)}")
+    mod_name, cls_name, cfg_name, _ = MODEL_KINDS[kind]
+    mod = importlib.import_module(mod_name)
+    return getattr(mod, cls_name), getattr(mod, cfg_name)
+
+
+def build_model(kind: str, config: Any = None) -> nn.Module:
+    """A freshly initialised model of ``kind`` from its config dataclass or a dict of its fields (unknown keys are
+    an error: a checkpoint from another vmr version that renamed a field fails here, clearly)."""
+    from vmr.config import from_dict
+
+    model_cls, config_cls = model_classes(kind)
+    if config is None:
+        config = config_cls()
+    elif isinstance(config, dict):
+        config = from_dict(config_cls, config, where=f"{kind} model config")
+    return model_cls(config)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside DDP / ``torch.compile`` wrappers."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
+def task_of(kind: str) -> str:
+    return MODEL_KINDS[kind][3] if kind in MODEL_KINDS else "video"
+
+
+# ---- saving -------------------------------------------------------------------------------------------------------
+
+
+def make_card(model: nn.Module, features: Any, metrics: dict | None = None, extra: dict | None = None) -> ModelCard:
+    """The card of ``model`` (unwrapped from DDP) trained on ``features`` (anything :meth:`FeatureSettings.of`
+    reads)."""
+    import vmr
+    from vmr.config import to_dict
+
+    model = unwrap(model)
+    kind = getattr(model, "kind", None)
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"cannot checkpoint a {type(model).__name__}: its kind {kind!r} is not one of "
+                         f"{sorted(MODEL_KINDS)}")
+    feats = FeatureSettings.of(features)
+    if not feats.dim:  # the model's input width is the feature dimension
+        feats = dataclasses.replace(feats, dim=int(getattr(model.config, "in_dim", 0) or getattr(model.config, "dim", 0)))
+    return ModelCard(
+        kind=kind, task=task_of(kind), config=to_dict(model.config), features=feats,
+        vmr_version=vmr.__version__, metrics={k: _plain_number(v) for k, v in (metrics or {}).items()},
+        extra=dict(extra or {}), created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+
+def _plain_number(v):
+    if hasattr(v, "item"):
+        v = v.item()
+    return v
+
+
+def _torch_bytes(obj) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def save_checkpoint(dir_or_uri: str, model: nn.Module, features: Any, *, metrics: dict | None = None,
+                    extra: dict | None = None, train_state: dict | None = None) -> ModelCard:
+    """Write ``model`` (unwrapped from DDP, weights moved to CPU) as a checkpoint directory at ``dir_or_uri`` (a path
+    or storage URI; created if needed). ``features``: the feature settings it was trained on (an
+    ``ExtractSettings``, a ``FeatureStore``, a manifest entry, ...). ``train_state`` (optimizer, scheduler, epoch,
+    ...) is stored beside it for resuming. Files are written atomically, the card last. Returns the card."""
+    card = make_card(model, features, metrics, extra)
+    state = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
+    storage.makedirs(dir_or_uri)
+    storage.write_bytes_atomic(storage.join(dir_or_uri, WEIGHTS_FILE), _torch_bytes(state))
+    if train_state is not None:
+        storage.write_bytes_atomic(storage.join(dir_or_uri, TRAIN_STATE_FILE), _torch_bytes(train_state))
+    storage.write_text_atomic(storage.join(dir_or_uri, CARD_FILE), card.to_json())
+    card.source = storage.normalize(dir_or_uri)
+    return card
+
+
+# ---- finding and loading ------------------------------------------------------------------------------------------
+
+
+def is_mlflow_uri(uri: str) -> bool:
+    return str(uri).startswith(MLFLOW_SCHEMES)
+
+
+def _has_card(uri: str) -> bool:
+    return storage.exists(storage.join(uri, CARD_FILE))
+
+
+def _newest_checkpoint_in(uri: str) -> str | None:
+    """The newest ``checkpoint_*`` directory (with a card) directly under a Ray Train run folder, by name (Ray Train
+    names them by epoch in vmr, or by time): None if there is none."""
+    fs = storage.filesystem(uri)
+    root = storage.strip(uri)
+    try:
+        children = fs.ls(root, detail=True)
+    except FileNotFoundError:
+        return None
+    names = sorted(posixpath.basename(c["name"].rstrip("/")) for c in children if c.get("type") == "directory")
+    for name in reversed([n for n in names if n.startswith("checkpoint_")]):
+        cand = storage.join(uri, name)
+        if _has_card(cand):
+            return cand
+    return None
+
+
+def find_checkpoint(uri: str) -> str:
+    """The checkpoint directory that ``uri`` (a path or storage URI, not an MLflow URI) names: itself when it holds a
+    card, its parent when it is the card or weights file, or the newest ``checkpoint_*`` of a Ray Train run folder.
+    :class:`InputError` when there is none."""
+    uri = str(uri)
+    if posixpath.basename(storage.strip(uri)) in (CARD_FILE, WEIGHTS_FILE, TRAIN_STATE_FILE):
+        uri = storage.parent(uri)
+    if not storage.exists(uri):
+        raise InputError(f"model checkpoint not found: {uri}")
+    if _has_card(uri):
+        return storage.normalize(uri)
+    newest = _newest_checkpoint_in(uri)
+    if newest is not None:
+        return newest
+    for sub in ("artifacts/checkpoint", "checkpoint"):  # an MLflow pyfunc model folder downloaded by hand
+        if _has_card(storage.join(uri, sub)):
+            return storage.normalize(storage.join(uri, sub))
+    raise InputError(f"{uri} is not a vmr checkpoint: no {CARD_FILE} in it (nor a checkpoint_* folder with one); "
+                     "pass a checkpoint directory, a Ray Train run folder, or an MLflow model URI (models:/name/latest)")
+
+
+def read_card(uri: str) -> ModelCard:
+    """The card of the checkpoint that ``uri`` names (see :func:`find_checkpoint`), without loading the weights."""
+    if is_mlflow_uri(uri):
+        with _mlflow_local(uri) as local:
+            card = read_card(local)
+        card.source = uri
+        return card
+    ckpt = find_checkpoint(uri)
+    return ModelCard.from_json(storage.read_text(storage.join(ckpt, CARD_FILE)), source=ckpt)
+
+
+class _mlflow_local:
+    """Context manager: an MLflow model URI downloaded to a temporary local folder (removed afterwards)."""
+
+    def __init__(self, uri: str):
+        self.uri = uri
+        self.tmp = None
+
+    def __enter__(self) -> str:
+        from vmr.pipeline.tracking import download_model  # MLflow only for MLflow URIs
+
+        self.tmp = tempfile.mkdtemp(prefix="vmr-model-")
+        return download_model(self.uri, self.tmp)
+
+    def __exit__(self, *exc) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def load_model(uri: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelCard]:
+    """Load a model for inference: ``(model in eval mode on device, its ModelCard)``.
+
+    ``uri``: a checkpoint directory (local path, ``file://``, ``s3://``, ``gs://``), a file inside one, a Ray Train
+    run folder (its newest checkpoint), or an MLflow model URI (``models:/vmr-matr/latest``,
+    ``models:/vmr-matr@champion``, ``runs:/<run id>/model``). Raises :class:`InputError` when nothing loadable is
+    there, the card is from a newer format, or the weights do not fit the model the card describes."""
+    uri = os.fspath(uri)
+    if is_mlflow_uri(uri):
+        with _mlflow_local(uri) as local:
+            model, card = load_model(local, device)
+        card.source = uri
+        return model, card
+    ckpt = find_checkpoint(uri)
+    card = ModelCard.from_json(storage.read_text(storage.join(ckpt, CARD_FILE)), source=ckpt)
+    try:
+        blob = storage.read_bytes(storage.join(ckpt, WEIGHTS_FILE))
+    except FileNotFoundError:
+        raise InputError(f"{ckpt}: {WEIGHTS_FILE} is missing") from None
+    state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+    model = build_model(card.kind, card.config)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = " ".join(str(e).split())[:300]
+        raise InputError(f"{ckpt}: the weights do not fit a {card.kind} model with the card's config: {first}") from None
+    return model.to(device).eval(), card
+
+
+def load_train_state(uri: str) -> dict | None:
+    """The ``train_state.pt`` dict of a checkpoint directory (None when it has none)."""
+    path = storage.join(find_checkpoint(uri), TRAIN_STATE_FILE)
+    if not storage.exists(path):
+        return None
+    return torch.load(io.BytesIO(storage.read_bytes(path)), map_location="cpu", weights_only=False)
+
+
+def check_features(card: ModelCard | FeatureSettings, store_settings: Any, *, what: str = "") -> None:
+    """Refuse (:class:`FeatureMismatchError`) to use a model on features made with other settings than the ones it
+    was trained on. ``store_settings``: a ``FeatureStore``, ``ExtractSettings``, manifest entry or
+    ``FeatureSettings``; ``what`` names those features in the message (e.g. the store URI)."""
+    trained = FeatureSettings.of(card)
+    given = FeatureSettings.of(store_settings)
+    diff = trained.differences(given)
+    if diff:
+        name = f"{card.kind} model" if isinstance(card, ModelCard) else "model"
+        src = f" from {card.source}" if isinstance(card, ModelCard) and card.source else ""
+        where = what or getattr(store_settings, "uri", "") or "the given features"
+        raise FeatureMismatchError(
+            f"the {name}{src} was trained on features of {trained.describe()}, but {where} has features of {given.describe()} "
+            f"(different: {', '.join(diff)}); extract the videos again with the model's settings (vmr extract "
+            f"--model {trained.model} --pretrained {trained.pretrained} --fps {trained.fps:g}) or use a model "
+            "trained on these features")
+
+
+__all__ = [
+    "FORMAT_VERSION", "CARD_FILE", "WEIGHTS_FILE", "TRAIN_STATE_FILE", "MODEL_KINDS", "FeatureMismatchError",
+    "FeatureSettings", "ModelCard", "model_classes", "build_model", "unwrap", "make_card", "save_checkpoint",
+    "find_checkpoint", "read_card", "load_model", "load_train_state", "check_features", "is_mlflow_uri",
+]
