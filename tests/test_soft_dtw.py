@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tslearn.metrics import SoftDTW
@@ -82,6 +83,25 @@ def test_gradcheck_through_cosine_cost():
     x = torch.randn(2, 5, 4, generator=gen, dtype=torch.float64, requires_grad=True)
     y = torch.randn(2, 3, 4, generator=gen, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda a, b: soft_dtw(cosine_cost(a, b), 0.1, subsequence=True), (x, y))
+
+
+def test_cosine_cost_matches_normalised_dot_products_and_their_gradient():
+    """The hand-written backward of cosine_cost equals autograd through F.normalize, zero (padding) rows included."""
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(3, 6, 5, generator=gen, dtype=torch.float64)
+    y = torch.randn(3, 4, 5, generator=gen, dtype=torch.float64)
+    x[1, 4:] = 0
+    y[2, 3:] = 0
+    weights = torch.randn(3, 6, 4, generator=gen, dtype=torch.float64)
+    grads = []
+    for fn in (cosine_cost, lambda a, b: 1 - F.normalize(a, dim=-1, eps=1e-8) @ F.normalize(b, dim=-1, eps=1e-8).mT):
+        a, b = x.clone().requires_grad_(), y.clone().requires_grad_()
+        c = fn(a, b)
+        (c * weights).sum().backward()
+        grads.append((c.detach(), a.grad, b.grad))
+    for mine, ref in zip(*grads):
+        torch.testing.assert_close(mine, ref, rtol=1e-9, atol=1e-9)
+    assert cosine_cost(x[0], y[0]).shape == (6, 4)
 
 
 @pytest.mark.parametrize("subsequence", [False, True])

@@ -4,13 +4,17 @@ The dynamic programmes run on the accumulated-cost table R of shape (M+1, N+1): 
 1 <= j <= N is cost cell (i-1, j-1); row 0 and column 0 are the boundary. Every cell of anti-diagonal k = i + j depends
 only on diagonals k-1 and k-2, so one diagonal of the whole batch is updated by a handful of tensor operations.
 
-Layout: a tensor of shape (K, B, W) with K = M + N + 1 diagonals and W = N + 1 positions; position p on diagonal k holds
-R index (i, j) = (k - p, p). The position runs along the query axis (N, usually the shorter one), so each diagonal is
-only N + 1 wide. For the cell at (k, p):
+Layout: a tensor of shape (K, W, B) with K = M + N + 1 diagonals, W = N + 1 positions and the batch innermost;
+position p on diagonal k holds R index (i, j) = (k - p, p). The position runs along the query axis (N, usually the
+shorter one), so a diagonal is at most N + 1 wide, and with the batch innermost any run of positions of one diagonal
+is one contiguous block of memory (fully vectorised element-wise kernels). For the cell at (k, p):
 
     vertical parent   (i-1, j)   -> (k-1, p)      target advances, query stays
     horizontal parent (i, j-1)   -> (k-1, p-1)    query advances, target stays
     diagonal parent   (i-1, j-1) -> (k-2, p-1)    both advance
+
+Interior cells of diagonal k occupy positions ``diagonal_ranges(M, N)[k]``; everything else is boundary or outside the
+table and keeps the value it was initialised with.
 """
 from __future__ import annotations
 
@@ -40,9 +44,15 @@ def check_inputs(cost: torch.Tensor, lengths) -> torch.Tensor:
     return lengths
 
 
+@lru_cache(maxsize=256)
+def diagonal_ranges(M: int, N: int) -> tuple[tuple[int, int], ...]:
+    """For each diagonal k = 0..M+N, the half-open position range [lo, hi) of its interior cells (may be empty)."""
+    return tuple((max(1, k - M), min(N, k - 1) + 1) for k in range(M + N + 1))
+
+
 @lru_cache(maxsize=64)
 def _gather_index(M: int, N: int, device: str) -> torch.Tensor:
-    """(K * W,) index into a (M * N + 1)-long flat cost whose last slot is the "no cell" filler."""
+    """(K * W,) row index into a (M * N + 1)-row flat cost whose last row is the "no cell" filler."""
     K, W = M + N + 1, N + 1
     k = torch.arange(K).view(K, 1)
     p = torch.arange(W).view(1, W)
@@ -54,7 +64,7 @@ def _gather_index(M: int, N: int, device: str) -> torch.Tensor:
 
 @lru_cache(maxsize=64)
 def _scatter_index(M: int, N: int, device: str) -> torch.Tensor:
-    """(M * N,) index of each cost cell (row-major) in a flat (K * W) diagonal layout."""
+    """(M * N,) row of each cost cell (row-major) in a flat (K * W, B) diagonal layout."""
     W = N + 1
     i = torch.arange(1, M + 1).view(M, 1)
     j = torch.arange(1, N + 1).view(1, N)
@@ -69,19 +79,18 @@ def valid_mask(lengths: torch.Tensor, M: int, N: int) -> torch.Tensor:
 
 
 def to_diagonals(values: torch.Tensor, lengths: torch.Tensor, fill: float) -> torch.Tensor:
-    """(B, M, N) cell values -> (K, B, W) diagonal layout; boundary, out-of-table and padded cells get ``fill``."""
+    """(B, M, N) cell values -> (K, W, B) diagonal layout; boundary, out-of-table and padded cells get ``fill``."""
     B, M, N = values.shape
     values = values.masked_fill(~valid_mask(lengths, M, N), fill)
-    flat = torch.cat([values.reshape(B, M * N), values.new_full((B, 1), fill)], dim=1)
-    idx = _gather_index(M, N, str(values.device))
-    return flat.index_select(1, idx).view(B, M + N + 1, N + 1).transpose(0, 1).contiguous()
+    rows = torch.cat([values.permute(1, 2, 0).reshape(M * N, B), values.new_full((1, B), fill)], dim=0)
+    return rows.index_select(0, _gather_index(M, N, str(values.device))).view(M + N + 1, N + 1, B)
 
 
 def from_diagonals(diag: torch.Tensor, M: int, N: int) -> torch.Tensor:
-    """(K, B, W) diagonal layout -> (B, M, N) cell values (the inverse of :func:`to_diagonals` on cells)."""
-    K, B, W = diag.shape
-    flat = diag.transpose(0, 1).reshape(B, K * W)
-    return flat.index_select(1, _scatter_index(M, N, str(diag.device))).view(B, M, N)
+    """(K, W, B) diagonal layout (W >= N + 1; extra positions ignored) -> (B, M, N) cell values."""
+    K, W, B = diag.shape
+    rows = diag[:, : N + 1].reshape(K * (N + 1), B)
+    return rows.index_select(0, _scatter_index(M, N, str(diag.device))).view(M, N, B).permute(2, 0, 1).contiguous()
 
 
 def end_positions(lengths: torch.Tensor, M: int, subsequence: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,3 +104,23 @@ def end_positions(lengths: torch.Tensor, M: int, subsequence: bool) -> tuple[tor
         return Mb + Nb, Nb
     rows = torch.arange(1, M + 1, device=lengths.device).view(1, M)
     return rows + Nb.view(-1, 1), Nb.view(-1, 1).expand(-1, M)
+
+
+@lru_cache(maxsize=64)
+def wavefront_bounds(M: int, N: int) -> tuple[tuple[int, ...], ...]:
+    """Row bounds (for :func:`row_views`) of each non-empty diagonal, in order: its cells, vertical parents,
+    horizontal parents and diagonal parents in a (K + 1, W, B) buffer viewed as (K + 1) * W rows (the first W rows are
+    a diagonal "-1", so that diagonal k - 2 always exists), and its cells in a plain (K, W, B) table."""
+    W = N + 1
+    spans = [[], [], [], [], []]
+    for k, (lo, hi) in enumerate(diagonal_ranges(M, N)):
+        if lo < hi:
+            for out, start in zip(spans, ((k + 1) * W + lo, k * W + lo, k * W + lo - 1, (k - 1) * W + lo - 1, k * W + lo)):
+                out += [start, start + hi - lo]
+    return tuple(tuple(s) for s in spans)
+
+
+def row_views(rows: torch.Tensor, bounds: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+    """Views ``rows[bounds[0]:bounds[1]], rows[bounds[2]:bounds[3]], ...`` made in one call (not one Python slice
+    each). ``bounds`` must be non-decreasing: the segments are disjoint and in order."""
+    return rows.tensor_split(list(bounds))[1::2]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from vmr.alignment._diagonals import check_inputs, end_positions, to_diagonals
+from vmr.alignment._diagonals import check_inputs, end_positions, row_views, to_diagonals, wavefront_bounds
 
 _NEG_INF = float("-inf")
 _DIAG, _VERT, _HORIZ = 0, 1, 2
@@ -27,45 +27,45 @@ _DIAG, _VERT, _HORIZ = 0, 1, 2
 
 @torch.no_grad()
 def _hard_wavefront(cost: torch.Tensor, lengths: torch.Tensor, subsequence: bool):
-    """Max-plus DP on q = -R. Returns q (K, B, W), parent choice (K, B, W) int8, path start row (K, B, W) int64."""
+    """Max-plus DP on q = -R. Returns q (K, W, B), parent choice (K, W, B) int8, path start row (K, W, B) int64."""
     B, M, N = cost.shape
     K, W = M + N + 1, N + 1
     neg = to_diagonals(-cost.detach(), lengths, _NEG_INF)
-    qbuf = cost.new_full((K + 1, B, W), _NEG_INF)  # qbuf[0]: the "k = -1" diagonal
-    q = qbuf[1:]
-    choice = torch.zeros((K, B, W), dtype=torch.int8, device=cost.device)
-    startbuf = torch.zeros((K + 1, B, W), dtype=torch.long, device=cost.device)
-    start = startbuf[1:]
+    # buffers with a leading diagonal "-1" (see wavefront_bounds)
+    qbuf = cost.new_full((K + 1, W, B), _NEG_INF)
+    choice = torch.zeros((K + 1, W, B), dtype=torch.int8, device=cost.device)
+    start = torch.zeros((K + 1, W, B), dtype=torch.long, device=cost.device)
     if subsequence:
-        q[:, :, 0] = 0.0  # R[i, 0] = 0: start at any target row
+        qbuf[1:, 0] = 0.0  # R[i, 0] = 0: start at any target row
         # boundary cell (i, 0) as the *diagonal* parent of (i+1, 1) starts the path at cost row i
-        start[:, :, 0] = torch.arange(K, device=cost.device).view(K, 1)
+        start[1:, 0] = torch.arange(K, device=cost.device).view(K, 1)
     else:
-        q[0, :, 0] = 0.0
-    for k in range(1, K):
-        best = qbuf[k - 1, :, :-1].clone()  # diagonal parent
-        src = startbuf[k - 1, :, :-1].clone()
-        ch = torch.zeros_like(best, dtype=torch.int8)
-        for parent_q, parent_start, code in ((q[k - 1, :, 1:], start[k - 1, :, 1:], _VERT),
-                                             (q[k - 1, :, :-1], start[k - 1, :, :-1], _HORIZ)):
-            better = parent_q > best
-            best = torch.where(better, parent_q, best)
+        qbuf[1, 0] = 0.0
+    rows = [t.view(-1, B) for t in (qbuf, choice, start)]
+    b_out, b_vert, b_horiz, b_diag, b_neg = wavefront_bounds(M, N)
+    views = [row_views(r, b) for r in rows for b in (b_out, b_vert, b_horiz, b_diag)]
+    for (q_out, q_vert, q_horiz, q_diag, ch_out, _, _, _, s_out, s_vert, s_horiz, s_diag, negk) in zip(
+            *views, row_views(neg.view(-1, B), b_neg)):
+        best, src = q_diag.clone(), s_diag.clone()
+        ch_out.zero_()
+        for parent, parent_start, code in ((q_vert, s_vert, _VERT), (q_horiz, s_horiz, _HORIZ)):
+            better = parent > best
+            best = torch.where(better, parent, best)
             src = torch.where(better, parent_start, src)
-            ch.masked_fill_(better, code)
-        q[k, :, 1:] = neg[k, :, 1:] + best
-        choice[k, :, 1:] = ch
-        start[k, :, 1:] = src
-    return q, choice, start
+            ch_out.masked_fill_(better, code)
+        torch.add(negk, best, out=q_out)
+        s_out.copy_(src)
+    return qbuf[1:], choice[1:], start[1:]
 
 
 def _end_cells(q: torch.Tensor, lengths: torch.Tensor, subsequence: bool):
     """Diagonal and position of each item's best end cell, (B,) each."""
     B = lengths.shape[0]
-    M = q.shape[0] - q.shape[2]
+    M = q.shape[0] - q.shape[1]
     kend, pend = end_positions(lengths, M, subsequence)
     if subsequence:
         batch = torch.arange(B, device=q.device).view(-1, 1)
-        row = q[kend, batch, pend].argmax(dim=1)  # padded rows are -inf; argmax returns the first maximum
+        row = q[kend, pend, batch].argmax(dim=1)  # padded rows are -inf; argmax returns the first maximum
         return kend[torch.arange(B, device=q.device), row], pend[:, 0]
     return kend, pend
 
@@ -83,7 +83,7 @@ def dtw(cost: torch.Tensor, lengths=None, subsequence: bool = False) -> torch.Te
     lengths = check_inputs(cost, lengths)
     q, _, _ = _hard_wavefront(cost, lengths, subsequence)
     kend, pend = _end_cells(q, lengths, subsequence)
-    return -q[kend, torch.arange(cost.shape[0], device=cost.device), pend]
+    return -q[kend, pend, torch.arange(cost.shape[0], device=cost.device)]
 
 
 def dtw_path(cost: torch.Tensor, subsequence: bool = False, lengths=None):
@@ -101,7 +101,7 @@ def dtw_path(cost: torch.Tensor, subsequence: bool = False, lengths=None):
         i, path = k - j, []
         while j >= 1 and i >= 1:
             path.append((i - 1, j - 1))
-            c = choice[i + j, b, j]
+            c = choice[i + j, j, b]
             if c == _DIAG:
                 i, j = i - 1, j - 1
             elif c == _VERT:
@@ -123,5 +123,5 @@ def aligned_span(cost: torch.Tensor, lengths=None) -> torch.Tensor:
     q, _, start = _hard_wavefront(cost, lengths, subsequence=True)
     kend, pend = _end_cells(q, lengths, subsequence=True)
     batch = torch.arange(cost.shape[0], device=cost.device)
-    span = torch.stack([start[kend, batch, pend], kend - pend], dim=1)  # end row (R index) = exclusive cost row
+    span = torch.stack([start[kend, pend, batch], kend - pend], dim=1)  # end row (R index) = exclusive cost row
     return span[0] if single else span

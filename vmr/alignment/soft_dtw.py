@@ -36,10 +36,19 @@ Works on CPU and CUDA in float32 or float64 (the dtype of ``cost``); costs must 
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 
-from vmr.alignment._diagonals import check_inputs, end_positions, from_diagonals, to_diagonals
+from vmr.alignment._diagonals import (
+    check_inputs,
+    diagonal_ranges,
+    end_positions,
+    from_diagonals,
+    row_views,
+    wavefront_bounds,
+    to_diagonals,
+)
 
 _NEG_INF = float("-inf")
 
@@ -51,60 +60,77 @@ def _check_gamma(gamma: float) -> float:
     return gamma
 
 
+@lru_cache(maxsize=64)
+def _backward_bounds(M: int, N: int) -> tuple[tuple[int, ...], ...]:
+    """Row bounds of each non-empty diagonal's gradient and its vertical, horizontal and diagonal children in the
+    (K + 2) * (W + 1) rows of the gradient buffer, and of its parent->child weights in K * W rows."""
+    W, W1 = N + 1, N + 2
+    spans = [[], [], [], [], []]
+    for k, (lo, hi) in enumerate(diagonal_ranges(M, N)):
+        if lo < hi:
+            starts = (k * W1 + lo, (k + 1) * W1 + lo, (k + 1) * W1 + lo + 1, (k + 2) * W1 + lo + 1, k * W + lo)
+            for out, start in zip(spans, starts):
+                out += [start, start + hi - lo]
+    return tuple(tuple(s) for s in spans)
+
+
 def _forward(cost: torch.Tensor, gamma: float, lengths: torch.Tensor, subsequence: bool):
-    """Run the wavefront. Returns value (B,), q table (K, B, W), neg-cost table (K, B, W), end info for backward."""
+    """Run the wavefront. Returns value (B,), q table (K, W, B), neg-cost table (K, W, B), end info for backward."""
     B, M, N = cost.shape
-    K = M + N + 1
+    K, W = M + N + 1, N + 1
     neg = to_diagonals(cost * (-1.0 / gamma), lengths, _NEG_INF)  # -cost/gamma, -inf off the valid cells
-    qbuf = cost.new_empty((K + 1, B, N + 1))  # qbuf[0] is a -inf diagonal "k = -1" so that diagonal k-2 always exists
-    qbuf[0].fill_(_NEG_INF)
+    qbuf = cost.new_full((K + 1, W, B), _NEG_INF)  # qbuf[0] is a "k = -1" diagonal so that diagonal k-2 always exists
     q = qbuf[1:]
-    q[0, :, 1:] = _NEG_INF
     if subsequence:
-        q[:, :, 0] = -math.log(2.0)  # R[i, 0] = gamma*log 2 (see module docstring)
+        q[:, 0] = -math.log(2.0)  # R[i, 0] = gamma*log 2 (see module docstring)
     else:
-        q[:, :, 0] = _NEG_INF
-        q[0, :, 0] = 0.0
-    tmp = cost.new_empty((B, N))
-    for k in range(1, K):
-        torch.logaddexp(q[k - 1, :, 1:], q[k - 1, :, :-1], out=tmp)  # vertical, horizontal parents
-        torch.logaddexp(tmp, qbuf[k - 1, :, :-1], out=tmp)  # diagonal parent (diagonal k-2)
-        torch.add(neg[k, :, 1:], tmp, out=q[k, :, 1:])
+        q[0, 0] = 0.0
+    qrows, nrows = qbuf.view(-1, B), neg.view(-1, B)
+    b_out, b_vert, b_horiz, b_diag, b_neg = wavefront_bounds(M, N)
+    for out, vert, horiz, diag, negk in zip(row_views(qrows, b_out), row_views(qrows, b_vert), row_views(qrows, b_horiz),
+                                           row_views(qrows, b_diag), row_views(nrows, b_neg)):
+        torch.logaddexp(vert, horiz, out=out)
+        torch.logaddexp(out, diag, out=out)
+        out.add_(negk)
     kend, pend = end_positions(lengths, M, subsequence)
     batch = torch.arange(B, device=cost.device)
     if subsequence:
-        qend = q[kend, batch.view(-1, 1), pend]  # (B, M); rows beyond M_b are -inf
+        qend = q[kend, pend, batch.view(-1, 1)]  # (B, M); rows beyond M_b are -inf
         lse = torch.logsumexp(qend, dim=1)
         seed = torch.exp(qend - lse.view(-1, 1))  # softmax over the end row
         value = -gamma * lse
     else:
-        value = -gamma * q[kend, batch, pend]
+        value = -gamma * q[kend, pend, batch]
         seed = None
     return value, q, neg, (kend, pend, seed)
 
 
 def _backward(q: torch.Tensor, neg: torch.Tensor, end, M: int, N: int) -> torch.Tensor:
     """Expected alignment (B, M, N) = d value / d cost, from the forward tables."""
-    K, B, W = q.shape
+    K, W, B = q.shape
     kend, pend, seed = end
-    # s = -cost/gamma - q at each valid child; the probability that child c came from parent p is exp(q_p + s_c).
-    s = q.new_full((K + 2, B, W), _NEG_INF)
-    valid = neg > _NEG_INF
-    torch.where(valid, neg - q, s[:K], out=s[:K])
-    w_vert = torch.exp(q + s[1 : K + 1])  # parent (k, p) -> child (k+1, p)
-    w_horiz = torch.exp(q[:, :, :-1] + s[1 : K + 1, :, 1:])  # parent (k, p) -> child (k+1, p+1)
-    w_diag = torch.exp(q[:, :, :-1] + s[2 : K + 2, :, 1:])  # parent (k, p) -> child (k+2, p+1)
-    g = q.new_zeros((K + 2, B, W))
+    # s = -cost/gamma - q at each valid child (-inf elsewhere, including one extra position and two extra diagonals);
+    # the probability that child c came from parent p is exp(q_p + s_c).
+    s = q.new_full((K + 2, W + 1, B), _NEG_INF)
+    torch.where(neg > _NEG_INF, neg - q, s[:K, :W], out=s[:K, :W])
+    w_vert = torch.exp(q + s[1 : K + 1, :W])  # parent (k, p) -> child (k+1, p)
+    w_horiz = torch.exp(q + s[1 : K + 1, 1:])  # parent (k, p) -> child (k+1, p+1)
+    w_diag = torch.exp(q + s[2 : K + 2, 1:])  # parent (k, p) -> child (k+2, p+1)
+    g = q.new_zeros((K + 2, W + 1, B))
     batch = torch.arange(B, device=q.device)
     if seed is None:
-        g[kend, batch, pend] = 1.0
+        g[kend, pend, batch] = 1.0
     else:
-        g[kend, batch.view(-1, 1), pend] = seed
-    for k in range(K - 1, 0, -1):
-        gk = g[k]
-        gk.addcmul_(g[k + 1], w_vert[k])
-        gk[:, :-1].addcmul_(g[k + 1, :, 1:], w_horiz[k])
-        gk[:, :-1].addcmul_(g[k + 2, :, 1:], w_diag[k])
+        g[kend, pend, batch.view(-1, 1)] = seed
+    grows = g.view(-1, B)
+    b_g, b_vert, b_horiz, b_diag, b_w = _backward_bounds(M, N)
+    steps = zip(row_views(grows, b_g), row_views(grows, b_vert), row_views(grows, b_horiz), row_views(grows, b_diag),
+                row_views(w_vert.view(-1, B), b_w), row_views(w_horiz.view(-1, B), b_w),
+                row_views(w_diag.view(-1, B), b_w))
+    for gk, g_vert, g_horiz, g_diag, wv, wh, wd in reversed(tuple(steps)):
+        gk.addcmul_(g_vert, wv)
+        gk.addcmul_(g_horiz, wh)
+        gk.addcmul_(g_diag, wd)
     return from_diagonals(g[:K], M, N)
 
 
