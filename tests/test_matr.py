@@ -1,0 +1,194 @@
+"""MATR: shapes, padding invariance, gradients, seconds in predictions, and overfitting a tiny batch."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vmr import config, timeline
+from vmr.models.matr import MATR, MATRConfig
+from vmr.samples import Sample, collate
+from vmr.spans import temporal_iou
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models on a shared 2-core machine: a second OpenMP thread mostly spins (10x slower steps under load)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def clip_sample(rng: np.random.Generator, m: int, rows: tuple[int, int], dim: int = 16, noise: float = 0.1,
+                t0: float = 0.0, step: float = 2.0, name: str = "s") -> Sample:
+    """A target of ``m`` random unit rows whose query is a noisy copy of target rows ``[r0, r1)``; the ground truth
+    is those rows' interval in seconds (target clock starting at ``t0``)."""
+    target = _unit(rng.normal(size=(m, dim)))
+    r0, r1 = rows
+    query = _unit(target[r0:r1] + noise * rng.normal(size=(r1 - r0, dim)))
+    times = t0 + step * np.arange(m)
+    return Sample(name, f"v_{name}", target, times, step, query, spans=[[times[r0], times[r0] + step * (r1 - r0)]])
+
+
+def small_config(**kw) -> MATRConfig:
+    base = dict(in_dim=16, d_model=32, heads=4, ff_dim=64, enc_layers=2, dec_layers=2, queries=4,
+                dropout=0.0, proj_dropout=0.0)
+    base.update(kw)
+    return MATRConfig(**base)
+
+
+def test_paper_size_shapes_and_crop():
+    torch.manual_seed(0)
+    model = MATR(MATRConfig()).eval()
+    rng = np.random.default_rng(0)
+    batch = collate([clip_sample(rng, 75, (10, 25), dim=512, name="a"), clip_sample(rng, 60, (40, 52), dim=512, name="b")])
+    with torch.no_grad():
+        out = model(batch)
+    assert out["fg_logits"].shape == (2, 75)
+    assert out["offsets"].shape == (2, 75, 2)
+    assert out["target_fused"].shape == (2, 75, 1024) and out["query_fused"].shape == (2, 15, 1024)
+    assert bool(((out["offsets"] >= 0) & (out["offsets"] <= 1)).all())
+    s, e = out["crop"][:, 0], out["crop"][:, 1]
+    assert bool((0 <= s).all()) and bool((s < e).all()) and bool((e <= torch.tensor([75, 60])).all())
+    preds = model.predict(out, batch, top_k=5)
+    assert [p.shape[1] for p in preds] == [3, 3] and all(1 <= len(p) <= 5 for p in preds)
+    assert all(np.all(np.diff(p[:, 2]) <= 0) for p in preds)  # best first
+
+
+@pytest.mark.parametrize("fusion", ["attend", "sequence"])
+def test_padding_changes_nothing_for_an_item(fusion):
+    torch.manual_seed(0)
+    model = MATR(small_config(fusion=fusion)).eval()
+    rng = np.random.default_rng(1)
+    short = clip_sample(rng, 12, (3, 7), name="short")
+    longer = clip_sample(rng, 20, (5, 14), name="long")
+    with torch.no_grad():
+        alone = model(collate([short]))
+        both = model(collate([short, longer]))
+    torch.testing.assert_close(both["fg_logits"][0, :12], alone["fg_logits"][0], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(both["offsets"][0, :12], alone["offsets"][0], atol=1e-5, rtol=1e-4)
+    assert both["crop"][0].tolist() == alone["crop"][0].tolist()
+    np.testing.assert_allclose(model.predict(both, collate([short, longer]))[0],
+                               model.predict(alone, collate([short]))[0], atol=1e-4)
+    la, lb = model.loss(alone, collate([short])), model.loss(model(collate([short, short])), collate([short, short]))
+    for k in ("fg", "l1", "giou", "align_pre", "align_post", "total"):
+        torch.testing.assert_close(la[k], lb[k], atol=1e-5, rtol=1e-4)
+
+
+def test_loss_gradients_match_finite_differences_in_float64():
+    torch.manual_seed(0)
+    cfg = small_config(in_dim=6, d_model=8, heads=2, ff_dim=12, enc_layers=1, dec_layers=1, queries=2)
+    model = MATR(cfg).double().eval()
+    rng = np.random.default_rng(2)
+    batch = collate([clip_sample(rng, 7, (2, 5), dim=6, name="a"), clip_sample(rng, 5, (1, 3), dim=6, name="b")])
+
+    def total(target, query):
+        b = dict(batch, target=target, query=query)
+        return model.loss(model(b), b)["total"]
+
+    t = batch["target"].double().requires_grad_()
+    q = batch["query"].double().requires_grad_()
+    # fast mode checks a random directional derivative (v^T J u) against finite differences: 2 evaluations
+    # instead of 2 per input element, the same test of the backward code paths
+    assert torch.autograd.gradcheck(total, (t, q), eps=1e-6, atol=1e-5, rtol=1e-4, fast_mode=True)
+
+
+def test_every_part_gets_a_gradient():
+    torch.manual_seed(0)
+    model = MATR(small_config())
+    rng = np.random.default_rng(3)
+    batch = collate([clip_sample(rng, 14, (4, 9), name=str(i)) for i in range(2)])
+    model.loss(model(batch), batch)["total"].backward()
+    silent = [n for n, p in model.named_parameters() if p.grad is None or float(p.grad.abs().sum()) == 0.0]
+    assert silent == []
+
+
+def test_boundary_targets_rebuild_the_ground_truth_in_seconds():
+    """Non-zero start and non-uniform steps: each foreground row's offsets reach exactly the span's ends."""
+    rng = np.random.default_rng(4)
+    times = np.array([100.0, 102.0, 104.5, 106.0, 108.0, 110.5, 112.0, 114.0])
+    s = Sample("x", "v", _unit(rng.normal(size=(8, 16))), times, 2.0, _unit(rng.normal(size=(3, 16))),
+               spans=[[102.0, 108.0]])
+    batch = collate([s, clip_sample(rng, 11, (1, 4), name="pad")])
+    model = MATR(small_config())
+    gt, fg = model.boundary_targets(batch, 11)
+    rows = np.flatnonzero(fg[0].numpy())
+    assert rows.tolist() == [1, 2, 3]
+    centre = rows + 0.5
+    pos = np.stack([centre - gt[0, rows, 0].numpy() * 8, centre + gt[0, rows, 1].numpy() * 8], axis=1)
+    np.testing.assert_allclose(timeline.position_to_seconds(times, 2.0, pos), [[102.0, 108.0]] * 3)
+
+
+def test_predict_reports_seconds_on_the_items_clock_with_probability_scores():
+    times = np.array([10.0, 12.0, 14.5, 16.0, 18.0])
+    rng = np.random.default_rng(5)
+    s = Sample("x", "v", _unit(rng.normal(size=(5, 16))), times, 2.0, _unit(rng.normal(size=(2, 16))))
+    batch = collate([s])
+    logits = torch.tensor([[-4.0, 1.0, 3.0, 2.0, -3.0]])
+    # rows 1..3 all propose positions [1, 4) -> [12.0, 18.0) s; rows 0 and 4 propose single rows
+    left = torch.tensor([0.5, 0.5, 1.5, 2.5, 0.5]) / 5
+    right = torch.tensor([0.5, 2.5, 1.5, 0.5, 0.5]) / 5
+    out = {"fg_logits": logits, "offsets": torch.stack([left, right], -1)[None],
+           "target_mask": batch["target_mask"]}
+    pred = MATR(small_config()).predict(out, batch, top_k=5)[0]
+    np.testing.assert_allclose(pred[0], [12.0, 18.0, torch.sigmoid(torch.tensor(3.0)).item()], rtol=1e-6)
+    # the two other proposals of the same span are suppressed (IoU 1 > 0.7); single-row spans survive
+    np.testing.assert_allclose(pred[1:, :2], [[18.0, 20.0], [10.0, 12.0]])
+    np.testing.assert_allclose(pred[:, 2], torch.sigmoid(torch.tensor([3.0, -3.0, -4.0])).numpy(), rtol=1e-6)
+
+
+def test_config_overrides_and_bad_values():
+    cfg = config.from_dict(MATRConfig, {"fusion": "sequence", "gamma": 0.5})
+    assert cfg.fusion == "sequence" and cfg.d_model == 1024 and cfg.queries == 10
+    with pytest.raises(ValueError, match="fusion"):
+        MATR(MATRConfig(fusion="mean"))
+
+
+def test_empty_query_is_a_clear_error():
+    rng = np.random.default_rng(6)
+    a = clip_sample(rng, 6, (1, 3), name="ok")
+    b = Sample("empty", "v", _unit(rng.normal(size=(6, 16))), np.arange(6.0), 1.0, np.zeros((0, 16)))
+    with pytest.raises(ValueError, match="empty"):
+        MATR(small_config())(collate([a, b]))
+
+
+def _recall_at_1(preds: list[np.ndarray], batch: dict, iou: float) -> float:
+    hits = [temporal_iou(p[0, :2], batch["spans"][b, 0].numpy()) >= iou for b, p in enumerate(preds)]
+    return float(np.mean(hits))
+
+
+def test_overfits_a_tiny_batch():
+    """Four targets, each with a noisy clip of itself as the query: training drives the localisation losses to ~0
+    and every item's top prediction matches its ground truth at IoU >= 0.7."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(7)
+    samples = [clip_sample(rng, m, rows, t0=t0, name=str(i))
+               for i, (m, rows, t0) in enumerate([(20, (3, 9), 0.0), (16, (8, 14), 30.0),
+                                                  (24, (0, 5), 5.0), (18, (10, 17), 0.0)])]
+    batch = collate(samples)
+    model = MATR(small_config(d_model=64, ff_dim=128))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    first = None
+    for _ in range(300):
+        terms = model.loss(model(batch), batch)
+        opt.zero_grad()
+        terms["total"].backward()
+        opt.step()
+        first = first or {k: float(v.detach()) for k, v in terms.items()}
+    model.eval()
+    with torch.no_grad():
+        out = model(batch)
+        terms = model.loss(out, batch)
+    seen = {k: round(float(v), 4) for k, v in terms.items()}
+    assert float(terms["fg"]) < 0.02 and float(terms["seg"]) < 0.1, seen
+    assert float(terms["fg"] + terms["seg"]) < 0.05 * float(first["fg"] + first["seg"]), (first, seen)
+    assert float(terms["align_pre"]) < first["align_pre"] and float(terms["align_post"]) < first["align_post"]
+    assert _recall_at_1(model.predict(out, batch, top_k=1), batch, 0.7) == 1.0
+    # the decoder's crop (post-fusion alignment) found each query's true rows
+    gt_rows = torch.tensor([[3, 9], [8, 14], [0, 5], [10, 17]])
+    assert bool((temporal_iou(out["crop"].double(), gt_rows.double()) >= 0.7).all()), out["crop"].tolist()
