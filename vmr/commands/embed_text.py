@@ -1,0 +1,45 @@
+"""``vmr embed-text "s1" "s2" ...``: CLIP sentence embeddings (L2-normalised, the joint space of the frame features).
+
+Prints one line per sentence (its embedding size and first values), or with --json an object
+``{model, pretrained, random_weights, notice, dim, sentences, embeddings: [[...], ...]}``. Random weights
+(--pretrained none, the default, for tests and the offline demo) are announced: a warning line first (and ``notice``
+in the JSON), besides the logged warning on stderr.
+"""
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("embed-text", help="CLIP sentence embeddings for text queries",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("sentences", nargs="+", metavar="SENTENCE", help="one or more sentences (quote each)")
+    p.add_argument("--model", default="ViT-B-32", help="open_clip model name (default: %(default)s)")
+    p.add_argument("--pretrained", default="none",
+                   help="open_clip tag (openai, ...), a checkpoint path or URI, or none = random weights (default)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights with --pretrained none")
+    p.add_argument("--json", action="store_true", help="print the embeddings as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import json
+
+    from vmr.clip_encoder import ClipEncoder
+    from vmr.errors import InputError
+
+    if any(not s.strip() for s in args.sentences):
+        raise InputError("empty sentence")
+    encoder = ClipEncoder(args.model, args.pretrained, seed=args.seed)
+    emb = encoder.encode_text(args.sentences)
+    if args.json:
+        print(json.dumps(dict(model=encoder.model_name, pretrained=encoder.pretrained,
+                              random_weights=encoder.random_weights, notice=encoder.notice(), dim=encoder.dim,
+                              sentences=list(args.sentences), embeddings=emb.tolist())))
+    else:
+        if encoder.random_weights:
+            print(encoder.notice())
+        for s, e in zip(args.sentences, emb):
+            head = " ".join(f"{v:+.4f}" for v in e[:4])
+            print(f"{s!r}: {encoder.dim}-d unit vector [{head} ...]")
+    return 0
