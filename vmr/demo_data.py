@@ -239,6 +239,38 @@ def _render_video(path: str, rng: np.random.Generator, duration: float, instance
             container.mux(packet)
 
 
+def _plan(n_videos: int, seed: int, duration_range: tuple[float, float], length_range: tuple[float, float],
+          max_instances: int) -> list[tuple[str, float, list[_Instance], int]]:
+    """(video_id, duration, instances, render seed) per video; all randomness of the archive's layout."""
+    if n_videos < 1:
+        raise InputError(f"--videos must be >= 1, got {n_videos}")
+    lo, hi = duration_range
+    if not 0 < lo <= hi:
+        raise InputError(f"bad duration range {duration_range}")
+    if not 0 < length_range[0] <= length_range[1] or length_range[1] + 3.0 > lo:
+        raise InputError(f"videos of {lo} s are too short for action instances of {length_range[0]}-{length_range[1]} s")
+    rng = np.random.default_rng(seed)
+    deck: list[str] = []
+    plan = []
+    for i in range(n_videos):
+        vid = f"match{i + 1:02d}"
+        duration = float(rng.integers(int(lo), int(hi) + 1))
+        insts = _schedule(rng, vid, duration, deck, length_range, max_instances)
+        plan.append((vid, duration, insts, int(rng.integers(2 ** 31))))
+    return plan
+
+
+def plan_demo_archive(n_videos: int = 12, seed: int = 0, *, duration_range: tuple[float, float] = (60.0, 120.0),
+                      length_range: tuple[float, float] = (6.0, 16.0), max_instances: int = 6) -> dict[str, dict]:
+    """What :func:`render_demo_archive` with these arguments renders, without rendering it:
+    ``{video_id: {"duration": seconds, "instances": [{video_id, action_class, start, end}]}}``."""
+    return {
+        vid: dict(duration=duration, instances=[dict(video_id=vid, action_class=x.action_class, start=x.start, end=x.end)
+                                                for x in insts])
+        for vid, duration, insts, _ in _plan(n_videos, seed, duration_range, length_range, max_instances)
+    }
+
+
 def render_demo_archive(out_uri: str, n_videos: int = 12, seed: int = 0, *,
                         duration_range: tuple[float, float] = (60.0, 120.0), size: tuple[int, int] = (320, 240),
                         fps: int = 10, length_range: tuple[float, float] = (6.0, 16.0), max_instances: int = 6,
@@ -249,24 +281,11 @@ def render_demo_archive(out_uri: str, n_videos: int = 12, seed: int = 0, *,
          "instances": [{video_id, action_class, start, end}], "seconds": render time}
 
     ``duration_range`` (seconds, integers drawn inclusive), ``size`` (width, height), ``fps`` (frames per second of
-    the footage) and ``length_range`` (seconds per action instance) shrink it for fast tests."""
-    if n_videos < 1:
-        raise InputError(f"--videos must be >= 1, got {n_videos}")
-    lo, hi = duration_range
-    if not 0 < lo <= hi:
-        raise InputError(f"bad duration range {duration_range}")
-    if length_range[1] + 3.0 > lo:
-        raise InputError(f"videos of {lo} s are too short for action instances of up to {length_range[1]} s")
+    the footage) and ``length_range`` (seconds per action instance) shrink it for fast tests. Instances start and
+    end on tenths of a second, at least 4 s apart, at most ``max_instances`` per video."""
     width, height = size
     began = time.perf_counter()
-    rng = np.random.default_rng(seed)
-    deck: list[str] = []
-    plan = []
-    for i in range(n_videos):
-        vid = f"match{i + 1:02d}"
-        duration = float(rng.integers(int(lo), int(hi) + 1))
-        insts = _schedule(rng, vid, duration, deck, length_range, max_instances)
-        plan.append((vid, duration, insts, int(rng.integers(2 ** 31))))
+    plan = _plan(n_videos, seed, duration_range, length_range, max_instances)
 
     videos, durations, rows = {}, {}, []
     work = tempfile.mkdtemp(prefix="vmr-demo-")
