@@ -7,11 +7,21 @@ import torch
 from torch.func import functional_call
 
 from vmr.alignment.transition import transition_points
-from vmr.models.a2fa import A2FA, A2FAConfig
+from vmr.models.a2fa import A2FA, A2FAConfig, SameConv2d
 from vmr.samples import Sample, collate
 from vmr.spans import pairwise_iou, temporal_iou
 
 TINY = dict(dim=16, kernel_size=5, cnn_channels=(4, 4), mlp_hidden=8)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """These tensors are tiny: one thread is fastest, and on a busy CI machine two OpenMP threads that spin-wait for
+    each other made the overfit test 20x slower. Restored afterwards for other modules."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def text_sample(rng, i: int, n: int, dim: int, rows: tuple[int, int] | None = None, t0: float = 0.0,
@@ -166,6 +176,22 @@ def test_gradients_match_finite_differences_wrt_parameters():
     assert torch.autograd.gradcheck(f, params, eps=1e-6, atol=1e-6, fast_mode=True)
     grads = torch.autograd.grad(f(*params), params)
     assert all(g.abs().sum() > 0 for g in grads), "every parameter takes part in the loss"
+
+
+def test_same_conv_backward_matches_pytorchs():
+    """F2SGD's conv layers compute their CPU backward as forward convolutions: same gradients as nn.Conv2d's."""
+    torch.manual_seed(0)
+    conv = SameConv2d(3, 2, 5).double()
+    x = torch.randn(2, 3, 7, 6, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(2, 2, 7, 6, dtype=torch.float64)
+    grads = {}
+    for fast in (True, False):
+        conv.fast_cpu_backward = fast
+        y = conv(x)
+        assert y.shape == (2, 2, 7, 6)
+        grads[fast] = torch.autograd.grad(y, (x, conv.weight, conv.bias), g)
+    for ours, torchs in zip(grads[True], grads[False]):
+        assert torch.allclose(ours, torchs, atol=1e-10)
 
 
 def test_overfits_a_tiny_batch():
