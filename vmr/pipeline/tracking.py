@@ -340,37 +340,36 @@ except ImportError:  # pragma: no cover
     _PythonModel = object
 
 
-with warnings.catch_warnings():  # mlflow asks for type hints on predict; its inputs are free-form dicts
-    warnings.simplefilter("ignore", UserWarning)
+class CheckpointModel(_PythonModel):
+    """The MLflow pyfunc face of a vmr checkpoint (``artifacts["checkpoint"]``): see the module docstring."""
 
-    class CheckpointModel(_PythonModel):
-        """The MLflow pyfunc face of a vmr checkpoint (``artifacts["checkpoint"]``): see the module docstring."""
+    _skip_type_hint_validation = True  # inputs are free-form dicts; no MLflow type-hint validation
 
-        def load_context(self, context) -> None:
-            from vmr.checkpoint import load_model
+    def load_context(self, context) -> None:
+        from vmr.checkpoint import load_model
 
-            self.model, self.card = load_model(context.artifacts["checkpoint"])
+        self.model, self.card = load_model(context.artifacts["checkpoint"])
 
-        def predict(self, context, model_input, params=None):
-            import numpy as np
-            import torch
+    def predict(self, context, model_input, params=None):
+        import numpy as np
+        import torch
 
-            from vmr.samples import Sample, collate
+        from vmr.samples import Sample, collate
 
-            items = model_input.to_dict("records") if hasattr(model_input, "to_dict") else list(model_input)
-            top_k = int((params or {}).get("top_k", 5))
-            samples = []
-            for i, it in enumerate(items):
-                target = np.asarray(it["target"], dtype=np.float32)
-                times = np.asarray(it.get("target_times", np.arange(len(target)) * float(it["step"])), dtype=np.float64)
-                samples.append(Sample(sample_id=str(i), target_id=str(i), target=target, target_times=times,
-                                      step=float(it["step"]), query=np.atleast_2d(np.asarray(it["query"], np.float32)),
-                                      query_kind=self.card.task))
-            batch = collate(samples)
-            with torch.no_grad():
-                out = self.model(batch)
-                preds = self.model.predict(out, batch, top_k=top_k)
-            return [p.tolist() for p in preds]
+        items = model_input.to_dict("records") if hasattr(model_input, "to_dict") else list(model_input)
+        top_k = int((params or {}).get("top_k", 5))
+        samples = []
+        for i, it in enumerate(items):
+            target = np.asarray(it["target"], dtype=np.float32)
+            times = np.asarray(it.get("target_times", np.arange(len(target)) * float(it["step"])), dtype=np.float64)
+            samples.append(Sample(sample_id=str(i), target_id=str(i), target=target, target_times=times,
+                                  step=float(it["step"]), query=np.atleast_2d(np.asarray(it["query"], np.float32)),
+                                  query_kind=self.card.task))
+        batch = collate(samples)
+        with torch.no_grad():
+            out = self.model(batch)
+            preds = self.model.predict(out, batch, top_k=top_k)
+        return [p.tolist() for p in preds]
 
 
 def registered_name_for(kind: str, configured: str | None = None) -> str:
