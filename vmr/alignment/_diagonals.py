@@ -13,8 +13,9 @@ is one contiguous block of memory (fully vectorised element-wise kernels). For t
     horizontal parent (i, j-1)   -> (k-1, p-1)    query advances, target stays
     diagonal parent   (i-1, j-1) -> (k-2, p-1)    both advance
 
-Interior cells of diagonal k occupy positions ``diagonal_ranges(M, N)[k]``; everything else is boundary or outside the
-table and keeps the value it was initialised with.
+Each step updates positions 1..N of one diagonal, including the few that fall outside the table near the corners (their
+cost is "no cell", so they stay at -inf): a fixed width lets every operand of every step be made by one ``unbind`` of
+a strided view, and per-step Python overhead, not arithmetic, is what costs at these sizes.
 """
 from __future__ import annotations
 
@@ -23,8 +24,9 @@ from functools import lru_cache
 import torch
 
 
-def check_inputs(cost: torch.Tensor, lengths) -> torch.Tensor:
-    """Validate a (B, M, N) cost and return lengths as a (B, 2) int64 tensor on cost's device (full sizes if None)."""
+def check_inputs(cost: torch.Tensor, lengths) -> tuple[torch.Tensor, bool]:
+    """Validate a (B, M, N) cost. Returns lengths as a (B, 2) int64 tensor on cost's device (full sizes if None) and
+    whether any item is padded."""
     if not isinstance(cost, torch.Tensor) or cost.dim() != 3:
         raise ValueError(f"cost must be a (B, M, N) tensor, got {getattr(cost, 'shape', type(cost))}")
     B, M, N = cost.shape
@@ -33,21 +35,15 @@ def check_inputs(cost: torch.Tensor, lengths) -> torch.Tensor:
     if not cost.is_floating_point():
         raise ValueError(f"cost must be floating point, got {cost.dtype}")
     if lengths is None:
-        return torch.tensor([[M, N]], dtype=torch.long, device=cost.device).expand(B, 2)
+        return torch.tensor([[M, N]], dtype=torch.long, device=cost.device).expand(B, 2), False
     lengths = torch.as_tensor(lengths, device=cost.device).long()
     if lengths.shape != (B, 2):
         raise ValueError(f"lengths must have shape ({B}, 2) holding each item's valid (M, N), got {tuple(lengths.shape)}")
-    lo = lengths.min(dim=0).values
-    hi = lengths.max(dim=0).values
-    if bool((lo < 1).any()) or int(hi[0]) > M or int(hi[1]) > N:
+    lo = lengths.min(dim=0).values.tolist()
+    hi = lengths.max(dim=0).values.tolist()
+    if min(lo) < 1 or hi[0] > M or hi[1] > N:
         raise ValueError(f"lengths must lie in [1, {M}] x [1, {N}], got rows {lengths.tolist()}")
-    return lengths
-
-
-@lru_cache(maxsize=256)
-def diagonal_ranges(M: int, N: int) -> tuple[tuple[int, int], ...]:
-    """For each diagonal k = 0..M+N, the half-open position range [lo, hi) of its interior cells (may be empty)."""
-    return tuple((max(1, k - M), min(N, k - 1) + 1) for k in range(M + N + 1))
+    return lengths, lo != [M, N]
 
 
 @lru_cache(maxsize=64)
@@ -63,12 +59,33 @@ def _gather_index(M: int, N: int, device: str) -> torch.Tensor:
 
 
 @lru_cache(maxsize=64)
-def _scatter_index(M: int, N: int, device: str) -> torch.Tensor:
-    """(M * N,) row of each cost cell (row-major) in a flat (K * W, B) diagonal layout."""
-    W = N + 1
+def _scatter_index(M: int, N: int, width: int, device: str) -> torch.Tensor:
+    """(M * N,) row of each cost cell (row-major) in a diagonal layout with ``width`` positions, viewed as rows."""
     i = torch.arange(1, M + 1).view(M, 1)
     j = torch.arange(1, N + 1).view(1, N)
-    return ((i + j) * W + j).reshape(-1).to(device)
+    return ((i + j) * width + j).reshape(-1).to(device)
+
+
+def to_diagonals(values: torch.Tensor, lengths: torch.Tensor, padded: bool, fill: float, scale: float = 1.0):
+    """(B, M, N) cell values times ``scale`` -> (K, W, B) diagonal layout; boundary, out-of-table and padded cells
+    (beyond an item's lengths) get ``fill``."""
+    B, M, N = values.shape
+    rows = values.new_empty((M * N + 1, B))
+    cells = rows[:-1].view(M, N, B)
+    torch.mul(values.permute(1, 2, 0), scale, out=cells)
+    rows[-1] = fill
+    if padded:
+        row_ok = torch.arange(M, device=values.device).view(M, 1, 1) < lengths[:, 0]
+        col_ok = torch.arange(N, device=values.device).view(1, N, 1) < lengths[:, 1]
+        cells.masked_fill_(~(row_ok & col_ok), fill)
+    return rows.index_select(0, _gather_index(M, N, str(values.device))).view(M + N + 1, N + 1, B)
+
+
+def from_diagonals(diag: torch.Tensor, M: int, N: int) -> torch.Tensor:
+    """Contiguous (K', W', B) diagonal layout (K' >= M + N + 1, W' >= N + 1; extras ignored) -> (B, M, N) cell values."""
+    _, width, B = diag.shape
+    rows = diag.view(-1, B).index_select(0, _scatter_index(M, N, width, str(diag.device)))
+    return rows.view(M, N, B).permute(2, 0, 1).contiguous()
 
 
 def valid_mask(lengths: torch.Tensor, M: int, N: int) -> torch.Tensor:
@@ -76,21 +93,6 @@ def valid_mask(lengths: torch.Tensor, M: int, N: int) -> torch.Tensor:
     rows = torch.arange(M, device=lengths.device).view(1, M, 1) < lengths[:, 0].view(-1, 1, 1)
     cols = torch.arange(N, device=lengths.device).view(1, 1, N) < lengths[:, 1].view(-1, 1, 1)
     return rows & cols
-
-
-def to_diagonals(values: torch.Tensor, lengths: torch.Tensor, fill: float) -> torch.Tensor:
-    """(B, M, N) cell values -> (K, W, B) diagonal layout; boundary, out-of-table and padded cells get ``fill``."""
-    B, M, N = values.shape
-    values = values.masked_fill(~valid_mask(lengths, M, N), fill)
-    rows = torch.cat([values.permute(1, 2, 0).reshape(M * N, B), values.new_full((1, B), fill)], dim=0)
-    return rows.index_select(0, _gather_index(M, N, str(values.device))).view(M + N + 1, N + 1, B)
-
-
-def from_diagonals(diag: torch.Tensor, M: int, N: int) -> torch.Tensor:
-    """(K, W, B) diagonal layout (W >= N + 1; extra positions ignored) -> (B, M, N) cell values."""
-    K, W, B = diag.shape
-    rows = diag[:, : N + 1].reshape(K * (N + 1), B)
-    return rows.index_select(0, _scatter_index(M, N, str(diag.device))).view(M, N, B).permute(2, 0, 1).contiguous()
 
 
 def end_positions(lengths: torch.Tensor, M: int, subsequence: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,23 +106,3 @@ def end_positions(lengths: torch.Tensor, M: int, subsequence: bool) -> tuple[tor
         return Mb + Nb, Nb
     rows = torch.arange(1, M + 1, device=lengths.device).view(1, M)
     return rows + Nb.view(-1, 1), Nb.view(-1, 1).expand(-1, M)
-
-
-@lru_cache(maxsize=64)
-def wavefront_bounds(M: int, N: int) -> tuple[tuple[int, ...], ...]:
-    """Row bounds (for :func:`row_views`) of each non-empty diagonal, in order: its cells, vertical parents,
-    horizontal parents and diagonal parents in a (K + 1, W, B) buffer viewed as (K + 1) * W rows (the first W rows are
-    a diagonal "-1", so that diagonal k - 2 always exists), and its cells in a plain (K, W, B) table."""
-    W = N + 1
-    spans = [[], [], [], [], []]
-    for k, (lo, hi) in enumerate(diagonal_ranges(M, N)):
-        if lo < hi:
-            for out, start in zip(spans, ((k + 1) * W + lo, k * W + lo, k * W + lo - 1, (k - 1) * W + lo - 1, k * W + lo)):
-                out += [start, start + hi - lo]
-    return tuple(tuple(s) for s in spans)
-
-
-def row_views(rows: torch.Tensor, bounds: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
-    """Views ``rows[bounds[0]:bounds[1]], rows[bounds[2]:bounds[3]], ...`` made in one call (not one Python slice
-    each). ``bounds`` must be non-decreasing: the segments are disjoint and in order."""
-    return rows.tensor_split(list(bounds))[1::2]

@@ -19,19 +19,19 @@ from __future__ import annotations
 
 import torch
 
-from vmr.alignment._diagonals import check_inputs, end_positions, row_views, to_diagonals, wavefront_bounds
+from vmr.alignment._diagonals import check_inputs, end_positions, to_diagonals
 
 _NEG_INF = float("-inf")
 _DIAG, _VERT, _HORIZ = 0, 1, 2
 
 
 @torch.no_grad()
-def _hard_wavefront(cost: torch.Tensor, lengths: torch.Tensor, subsequence: bool):
+def _hard_wavefront(cost: torch.Tensor, lengths: torch.Tensor, padded: bool, subsequence: bool):
     """Max-plus DP on q = -R. Returns q (K, W, B), parent choice (K, W, B) int8, path start row (K, W, B) int64."""
     B, M, N = cost.shape
     K, W = M + N + 1, N + 1
-    neg = to_diagonals(-cost.detach(), lengths, _NEG_INF)
-    # buffers with a leading diagonal "-1" (see wavefront_bounds)
+    neg = to_diagonals(cost.detach(), lengths, padded, _NEG_INF, scale=-1.0)
+    # buffers with a leading diagonal "-1", as in soft_dtw._forward
     qbuf = cost.new_full((K + 1, W, B), _NEG_INF)
     choice = torch.zeros((K + 1, W, B), dtype=torch.int8, device=cost.device)
     start = torch.zeros((K + 1, W, B), dtype=torch.long, device=cost.device)
@@ -41,13 +41,13 @@ def _hard_wavefront(cost: torch.Tensor, lengths: torch.Tensor, subsequence: bool
         start[1:, 0] = torch.arange(K, device=cost.device).view(K, 1)
     else:
         qbuf[1, 0] = 0.0
-    rows = [t.view(-1, B) for t in (qbuf, choice, start)]
-    b_out, b_vert, b_horiz, b_diag, b_neg = wavefront_bounds(M, N)
-    views = [row_views(r, b) for r in rows for b in (b_out, b_vert, b_horiz, b_diag)]
-    for (q_out, q_vert, q_horiz, q_diag, ch_out, _, _, _, s_out, s_vert, s_horiz, s_diag, negk) in zip(
-            *views, row_views(neg.view(-1, B), b_neg)):
+
+    def parts(t):  # per step k = 2..K-1: cells 1..N of diagonal k, their vertical, horizontal, diagonal parents
+        return t[3:, 1:].unbind(0), t[2:K, 1:].unbind(0), t[2:K, :-1].unbind(0), t[1 : K - 1, :-1].unbind(0)
+
+    for q_out, q_vert, q_horiz, q_diag, ch_out, s_out, s_vert, s_horiz, s_diag, negk in zip(
+            *parts(qbuf), parts(choice)[0], *parts(start), neg[2:, 1:].unbind(0)):
         best, src = q_diag.clone(), s_diag.clone()
-        ch_out.zero_()
         for parent, parent_start, code in ((q_vert, s_vert, _VERT), (q_horiz, s_horiz, _HORIZ)):
             better = parent > best
             best = torch.where(better, parent, best)
@@ -80,8 +80,8 @@ def _as_batch(cost: torch.Tensor, lengths):
 
 def dtw(cost: torch.Tensor, lengths=None, subsequence: bool = False) -> torch.Tensor:
     """Hard DTW value of each item: the minimum summed cost over alignment paths. (B, M, N) -> (B,); not differentiable."""
-    lengths = check_inputs(cost, lengths)
-    q, _, _ = _hard_wavefront(cost, lengths, subsequence)
+    lengths, padded = check_inputs(cost, lengths)
+    q, _, _ = _hard_wavefront(cost, lengths, padded, subsequence)
     kend, pend = _end_cells(q, lengths, subsequence)
     return -q[kend, pend, torch.arange(cost.shape[0], device=cost.device)]
 
@@ -92,8 +92,8 @@ def dtw_path(cost: torch.Tensor, subsequence: bool = False, lengths=None):
     cost (M, N) -> list[tuple[int, int]]; cost (B, M, N) (with optional lengths (B, 2)) -> one such list per item.
     """
     cost, lengths, single = _as_batch(cost, lengths)
-    lengths = check_inputs(cost, lengths)
-    q, choice, _ = _hard_wavefront(cost, lengths, subsequence)
+    lengths, padded = check_inputs(cost, lengths)
+    q, choice, _ = _hard_wavefront(cost, lengths, padded, subsequence)
     kend, pend = _end_cells(q, lengths, subsequence)
     choice = choice.cpu().numpy()
     paths = []
@@ -119,8 +119,8 @@ def aligned_span(cost: torch.Tensor, lengths=None) -> torch.Tensor:
     0 <= start_row < end_row <= M_b. Convert to seconds with :mod:`vmr.timeline`, never by hand.
     """
     cost, lengths, single = _as_batch(cost, lengths)
-    lengths = check_inputs(cost, lengths)
-    q, _, start = _hard_wavefront(cost, lengths, subsequence=True)
+    lengths, padded = check_inputs(cost, lengths)
+    q, _, start = _hard_wavefront(cost, lengths, padded, subsequence=True)
     kend, pend = _end_cells(q, lengths, subsequence=True)
     batch = torch.arange(cost.shape[0], device=cost.device)
     span = torch.stack([start[kend, pend, batch], kend - pend], dim=1)  # end row (R index) = exclusive cost row

@@ -36,19 +36,10 @@ Works on CPU and CUDA in float32 or float64 (the dtype of ``cost``); costs must 
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 
 import torch
 
-from vmr.alignment._diagonals import (
-    check_inputs,
-    diagonal_ranges,
-    end_positions,
-    from_diagonals,
-    row_views,
-    wavefront_bounds,
-    to_diagonals,
-)
+from vmr.alignment._diagonals import check_inputs, end_positions, from_diagonals, to_diagonals, valid_mask
 
 _NEG_INF = float("-inf")
 
@@ -60,35 +51,21 @@ def _check_gamma(gamma: float) -> float:
     return gamma
 
 
-@lru_cache(maxsize=64)
-def _backward_bounds(M: int, N: int) -> tuple[tuple[int, ...], ...]:
-    """Row bounds of each non-empty diagonal's gradient and its vertical, horizontal and diagonal children in the
-    (K + 2) * (W + 1) rows of the gradient buffer, and of its parent->child weights in K * W rows."""
-    W, W1 = N + 1, N + 2
-    spans = [[], [], [], [], []]
-    for k, (lo, hi) in enumerate(diagonal_ranges(M, N)):
-        if lo < hi:
-            starts = (k * W1 + lo, (k + 1) * W1 + lo, (k + 1) * W1 + lo + 1, (k + 2) * W1 + lo + 1, k * W + lo)
-            for out, start in zip(spans, starts):
-                out += [start, start + hi - lo]
-    return tuple(tuple(s) for s in spans)
-
-
-def _forward(cost: torch.Tensor, gamma: float, lengths: torch.Tensor, subsequence: bool):
+def _forward(cost: torch.Tensor, gamma: float, lengths: torch.Tensor, padded: bool, subsequence: bool):
     """Run the wavefront. Returns value (B,), q table (K, W, B), neg-cost table (K, W, B), end info for backward."""
     B, M, N = cost.shape
     K, W = M + N + 1, N + 1
-    neg = to_diagonals(cost * (-1.0 / gamma), lengths, _NEG_INF)  # -cost/gamma, -inf off the valid cells
+    neg = to_diagonals(cost, lengths, padded, _NEG_INF, scale=-1.0 / gamma)  # -cost/gamma, -inf off the valid cells
     qbuf = cost.new_full((K + 1, W, B), _NEG_INF)  # qbuf[0] is a "k = -1" diagonal so that diagonal k-2 always exists
     q = qbuf[1:]
     if subsequence:
         q[:, 0] = -math.log(2.0)  # R[i, 0] = gamma*log 2 (see module docstring)
     else:
         q[0, 0] = 0.0
-    qrows, nrows = qbuf.view(-1, B), neg.view(-1, B)
-    b_out, b_vert, b_horiz, b_diag, b_neg = wavefront_bounds(M, N)
-    for out, vert, horiz, diag, negk in zip(row_views(qrows, b_out), row_views(qrows, b_vert), row_views(qrows, b_horiz),
-                                           row_views(qrows, b_diag), row_views(nrows, b_neg)):
+    # step k = 2..K-1 updates positions 1..N of diagonal k (qbuf[k + 1]) from diagonals k-1 (qbuf[k]) and k-2
+    steps = zip(qbuf[3:, 1:].unbind(0), qbuf[2:K, 1:].unbind(0), qbuf[2:K, :-1].unbind(0), qbuf[1 : K - 1, :-1].unbind(0),
+                neg[2:, 1:].unbind(0))
+    for out, vert, horiz, diag, negk in steps:
         torch.logaddexp(vert, horiz, out=out)
         torch.logaddexp(out, diag, out=out)
         out.add_(negk)
@@ -102,42 +79,47 @@ def _forward(cost: torch.Tensor, gamma: float, lengths: torch.Tensor, subsequenc
     else:
         value = -gamma * q[kend, pend, batch]
         seed = None
-    return value, q, neg, (kend, pend, seed)
+    return value, q, neg, (kend, pend, seed, lengths, padded)
 
 
 def _backward(q: torch.Tensor, neg: torch.Tensor, end, M: int, N: int) -> torch.Tensor:
     """Expected alignment (B, M, N) = d value / d cost, from the forward tables."""
     K, W, B = q.shape
-    kend, pend, seed = end
-    # s = -cost/gamma - q at each valid child (-inf elsewhere, including one extra position and two extra diagonals);
-    # the probability that child c came from parent p is exp(q_p + s_c).
+    kend, pend, seed, lengths, padded = end
+    # s = -cost/gamma - q at each cell (-inf off the table: -inf - -inf = nan -> -inf; one extra position and two extra
+    # diagonals of -inf); the probability that child c came from parent p is exp(q_p + s_c).
     s = q.new_full((K + 2, W + 1, B), _NEG_INF)
-    torch.where(neg > _NEG_INF, neg - q, s[:K, :W], out=s[:K, :W])
-    w_vert = torch.exp(q + s[1 : K + 1, :W])  # parent (k, p) -> child (k+1, p)
-    w_horiz = torch.exp(q + s[1 : K + 1, 1:])  # parent (k, p) -> child (k+1, p+1)
-    w_diag = torch.exp(q + s[2 : K + 2, 1:])  # parent (k, p) -> child (k+2, p+1)
+    torch.sub(neg, q, out=s[:K, :W]).nan_to_num_(nan=_NEG_INF, posinf=math.inf, neginf=_NEG_INF)
+    w = q.new_empty((3, K, N, B))  # weights of parents at positions 1..N to their vertical, horizontal, diagonal child
+    torch.add(q[:, 1:], s[1 : K + 1, 1:W], out=w[0])
+    torch.add(q[:, 1:], s[1 : K + 1, 2:], out=w[1])
+    torch.add(q[:, 1:], s[2:, 2:], out=w[2])
+    # floored just above log(smallest normal): subnormal results make exp ~30x slower on x86 (so does exp(-inf)); the
+    # floor turns weights that should be ~0 into ~1e-38 (float32), invisible in valid cells; padding is zeroed below
+    w.clamp_min_(math.log(torch.finfo(w.dtype).tiny) + 1.0).exp_()
     g = q.new_zeros((K + 2, W + 1, B))
     batch = torch.arange(B, device=q.device)
     if seed is None:
         g[kend, pend, batch] = 1.0
     else:
         g[kend, pend, batch.view(-1, 1)] = seed
-    grows = g.view(-1, B)
-    b_g, b_vert, b_horiz, b_diag, b_w = _backward_bounds(M, N)
-    steps = zip(row_views(grows, b_g), row_views(grows, b_vert), row_views(grows, b_horiz), row_views(grows, b_diag),
-                row_views(w_vert.view(-1, B), b_w), row_views(w_horiz.view(-1, B), b_w),
-                row_views(w_diag.view(-1, B), b_w))
+    # step k = K-1..2: positions 1..N of diagonal k collect from their children on diagonals k+1 and k+2
+    steps = zip(g[2:K, 1:W].unbind(0), g[3 : K + 1, 1:W].unbind(0), g[3 : K + 1, 2:].unbind(0), g[4:, 2:].unbind(0),
+                w[0, 2:].unbind(0), w[1, 2:].unbind(0), w[2, 2:].unbind(0))
     for gk, g_vert, g_horiz, g_diag, wv, wh, wd in reversed(tuple(steps)):
         gk.addcmul_(g_vert, wv)
         gk.addcmul_(g_horiz, wh)
         gk.addcmul_(g_diag, wd)
-    return from_diagonals(g[:K], M, N)
+    align = from_diagonals(g, M, N)
+    if padded:
+        align.masked_fill_(~valid_mask(lengths, M, N), 0.0)
+    return align
 
 
 class _SoftDTW(torch.autograd.Function):
     @staticmethod
     def forward(ctx, cost, gamma, lengths, subsequence):
-        value, q, neg, end = _forward(cost.detach(), gamma, lengths, subsequence)
+        value, q, neg, end = _forward(cost.detach(), gamma, *lengths, subsequence)
         ctx.save_for_backward(q, neg)
         ctx.end = end
         ctx.shape = cost.shape
@@ -172,6 +154,6 @@ def expected_alignment(cost: torch.Tensor, gamma: float = 0.1, lengths=None, sub
     to at least 1 (the query is always fully aligned) and the target rows may be mostly empty.
     """
     lengths = check_inputs(cost, lengths)
-    _, q, neg, end = _forward(cost.detach(), _check_gamma(gamma), lengths, bool(subsequence))
+    _, q, neg, end = _forward(cost.detach(), _check_gamma(gamma), *lengths, bool(subsequence))
     _, M, N = cost.shape
     return _backward(q, neg, end, M, N)
