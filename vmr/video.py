@@ -197,3 +197,16 @@ def decode_sampled(path: str, fps: float) -> tuple[np.ndarray, np.ndarray]:
         times.append(t)
         frames.append(f)
     return np.concatenate(times), np.concatenate(frames)
+
+
+def frames_at(path: str, times) -> tuple[np.ndarray, np.ndarray]:
+    """The frames nearest the given times (seconds, relative to the first frame) of a local video: ``(timestamps
+    (n,) float64 seconds, frames (n, H, W, 3) uint8)``, one per distinct nearest frame, in time order. Decodes only
+    those frames (for thumbnails of a long video). Raises :class:`DecodeError`."""
+    reader, starts, _ = _open(path)
+    idx = nearest_frames(starts, np.atleast_1d(np.asarray(times, dtype=np.float64)))
+    try:
+        frames = reader.get_batch(idx.tolist()).asnumpy()
+    except Exception as e:  # noqa: BLE001
+        raise DecodeError(path, "truncated", f"decoding failed near {starts[idx[0]]:.2f} s: {e}") from e
+    return starts[idx].astype(np.float64), np.ascontiguousarray(frames, dtype=np.uint8)
