@@ -27,17 +27,19 @@ Choices where the paper is silent (each a config field where it is a size or a s
   of each position being the top-right vertex"). The last bias starts at logit(``vertex_prior``) = logit(0.01), as
   RetinaNet does for rare positives: with P = 0.5 at init the sum over n² negative cells drives every logit deep
   into the sigmoid's flat tail within a few steps and the single positive cell per item is never learnt (seen on
-  the overfit test: stuck at loss = 1 per item, i.e. P = 0 everywhere). Cells outside an item's valid n x n block are zeroed in the CNN's
-  input and after its first layer, so a valid cell's score is exactly what the unpadded n x n matrix gives.
+  the overfit test: stuck at loss = 1 per item, i.e. P = 0 everywhere). Cells outside an item's valid n x n block
+  are zeroed in the CNN's input and after its first layer, so a valid cell's score is exactly what the unpadded
+  n x n matrix gives. Channels default to (16, 16) and the MLP to 32 wide; on CPU the convs' backward runs as forward
+  convolutions (:class:`SameConv2d`), which the benchmark shows is markedly faster than PyTorch's for 21x21 kernels.
 - Ground truth G (Eq. 14): each window ``[s, e)`` seconds covers rows ``[i0, i1)`` (:func:`vmr.timeline.span_to_rows`,
   rows whose centre lies inside); G is 1 at cell ``(i0, i1 - 1)`` of *every* window and 0 elsewhere (several windows
   give several 1s, the paper's point target applied to each). The loss sums ``(P - G)²`` over the item's valid
   n x n cells (the whole matrix, as in Eq. 14, not only i <= j) and averages over items.
 - Prediction: cell (i, j), i <= j, is the span from the start of row i to the end of row j in seconds on the item's
-  own ``target_times`` clock (:func:`vmr.timeline.rows_to_span`); its score is P[i, j], nothing added. Neighbouring
-  cells of one peak are near-duplicate spans, so by default greedy 1-D NMS (:func:`vmr.spans.nms_1d`, IoU >
-  ``nms_iou`` dropped) runs over the cells in score order until ``top_k`` are kept; ``nms_iou=None`` gives the
-  paper's plain top-k with no post-processing.
+  own ``target_times`` clock (:func:`vmr.timeline.position_to_seconds` of positions i and j + 1); its score is
+  P[i, j], nothing added. Neighbouring cells of one peak are near-duplicate spans, so by default greedy 1-D NMS
+  (:func:`vmr.spans.nms_1d`, IoU > ``nms_iou`` dropped) runs over the cells in score order until ``top_k`` are kept;
+  ``nms_iou=None`` gives the paper's plain top-k with no post-processing.
 """
 from __future__ import annotations
 
@@ -57,8 +59,8 @@ from vmr.spans import nms_1d
 class _SameConvFunction(torch.autograd.Function):
     """Stride-1 "same" 2-D convolution with an odd square kernel whose backward is written as two forward convolutions:
     grad_input = conv(grad, flipped transposed kernel), grad_weight = conv of the batch-transposed input with the
-    batch-transposed grad. Same values as PyTorch's backward (gradchecked in the tests); on CPU with F2SGD's 21x21
-    kernels it runs about twice as fast (benchmarks/train_step_a2fa.py measures both)."""
+    batch-transposed grad. Same values as PyTorch's backward (checked against it in the tests); on CPU with F2SGD's
+    21x21 kernels it is faster (benchmarks/train_step_a2fa.py measures both in one run)."""
 
     @staticmethod
     def forward(ctx, x, weight, bias):
