@@ -163,6 +163,8 @@ def bad_files(tmp_path_factory, shared_data):
     (root / "empty.mp4").write_bytes(b"")
     (root / "truncated.mp4").write_bytes(box[: len(box) * 2 // 5])  # index intact, picture data cut off
     (root / "header_only.mp4").write_bytes(box[:3000])  # cut inside the container header
+    mkv = (shared_data / "videos/intel-sample-videos/asl_gestures/again.mkv").read_bytes()
+    (root / "cut.mkv").write_bytes(mkv[: len(mkv) * 3 // 5])  # opens, but 40% of the frames are gone
     (root / "text.mp4").write_text("this is a text file with a video extension\n" * 30)
     (root / "random.mkv").write_bytes(np.random.default_rng(0).integers(0, 256, 50_000, dtype=np.uint8).tobytes())
     _audio_only(root / "audio.mp4")
@@ -174,6 +176,7 @@ def bad_files(tmp_path_factory, shared_data):
         "empty": (root / "empty.mp4", 0.5, "empty file"),
         "truncated": (root / "truncated.mp4", 0.5, "truncated"),
         "header_only": (root / "header_only.mp4", 0.5, "truncated"),
+        "cut_mkv": (root / "cut.mkv", 0.5, "truncated"),
         "text": (root / "text.mp4", 0.5, "not a video"),
         "random": (root / "random.mkv", 0.5, "not a video"),
         "audio": (root / "audio.mp4", 0.5, "no video stream"),
@@ -183,7 +186,7 @@ def bad_files(tmp_path_factory, shared_data):
     }
 
 
-@pytest.mark.parametrize("name", ["empty", "truncated", "header_only", "text", "random", "audio", "av1", "short",
+@pytest.mark.parametrize("name", ["empty", "truncated", "header_only", "cut_mkv", "text", "random", "audio", "av1", "short",
                                   "missing"])
 def test_bad_files_fail_with_their_reason(bad_files, name):
     path, fps, reason = bad_files[name]
