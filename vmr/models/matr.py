@@ -18,7 +18,8 @@ Choices where the paper is silent (each also noted at the code that makes it):
   soft-DTW of the whole query against the whole (unpadded) target: the target is longer than the query and the paper
   asks that "aligned frames in the target are contiguous"; no ground truth is used, so the same losses serve
   self-supervised pre-training. Each item's value is divided by its number of query rows
-  (:func:`vmr.models.losses.alignment_loss`), which keeps the scale independent of the target's length.
+  (:func:`vmr.models.losses.alignment_loss`), which keeps the scale independent of the target's length. The
+  value can go below 0 (soft-min over many near-equal paths): its floor is not 0, so read its trend, not its level.
 * **Pre-fusion features** are the projection outputs ``E_t``, ``E_q`` before the token-type and positional terms
   (those add the same vector to every row of a video and would bias the cosine cost).
 * **One projection** serves both videos: both are CLIP image features, and a shared map keeps identical frames
@@ -56,6 +57,9 @@ Choices where the paper is silent (each also noted at the code that makes it):
   queries/keys at every attention ("positional encodings applied at each attention layer"). (DETR instead starts
   from zero content with learnable positions, which leaves the first self-attention without any gradient.)
 * **Unstated sizes**: 8 attention heads, feed-forward width 2048, DETR-style post-norm layers.
+
+The authors' public code (vl2g/MATR, read for reference only) departs from the paper in places (e.g. its heads read
+the encoder output alone, its alignment uses Drop-DTW code); this module follows the paper's text.
 """
 from __future__ import annotations
 
@@ -68,6 +72,7 @@ from torch import nn
 
 from vmr import timeline
 from vmr.alignment import aligned_span, cosine_cost
+from vmr.errors import ConfigError
 from vmr.models import losses
 from vmr.models.layers import ConvHead, DecoderLayer, EncoderLayer, InputProjection, sine_positions, xavier_init
 from vmr.spans import nms_1d
@@ -119,7 +124,11 @@ class MATR(nn.Module):
         super().__init__()
         cfg = self.config = config or MATRConfig()
         if cfg.fusion not in ("attend", "sequence"):
-            raise ValueError(f"MATRConfig.fusion must be 'attend' or 'sequence', got {cfg.fusion!r}")
+            raise ConfigError(f"MATRConfig.fusion must be 'attend' or 'sequence', got {cfg.fusion!r}")
+        if cfg.d_model % 2 or cfg.d_model % cfg.heads:
+            raise ConfigError(f"MATRConfig.d_model={cfg.d_model} must be even and divisible by heads={cfg.heads}")
+        if cfg.gamma <= 0:
+            raise ConfigError(f"MATRConfig.gamma must be positive, got {cfg.gamma}")
         d = cfg.d_model
         self.project = InputProjection(cfg.in_dim, d, cfg.proj_layers, cfg.proj_dropout)
         self.token_type = nn.Embedding(2, d)  # 0 = target row, 1 = query row
