@@ -126,6 +126,15 @@ def test_boundary_targets_rebuild_the_ground_truth_in_seconds():
     np.testing.assert_allclose(timeline.position_to_seconds(times, 2.0, pos), [[102.0, 108.0]] * 3)
 
 
+def test_boundary_targets_clip_a_span_that_runs_past_the_target():
+    rng = np.random.default_rng(8)
+    s = Sample("x", "v", _unit(rng.normal(size=(6, 16))), 50.0 + 2.0 * np.arange(6), 2.0,
+               _unit(rng.normal(size=(2, 16))), spans=[[58.0, 90.0]])
+    gt, fg = MATR(small_config()).boundary_targets(collate([s]), 6)
+    assert fg[0].tolist() == [False] * 4 + [True] * 2
+    np.testing.assert_allclose(gt[0, 4:].numpy() * 6, [[0.5, 1.5], [1.5, 0.5]])  # right edge at the video's end
+
+
 def test_predict_reports_seconds_on_the_items_clock_with_probability_scores():
     times = np.array([10.0, 12.0, 14.5, 16.0, 18.0])
     rng = np.random.default_rng(5)

@@ -216,7 +216,8 @@ class MATR(nn.Module):
     # --------------------------------------------------------------------- loss
     def boundary_targets(self, batch: dict, M: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Ground-truth ``(offsets (B, M, 2) float64, fg (B, M) bool)`` in the units of ``forward``'s ``offsets``:
-        for each foreground row, distances from its centre to the first ground-truth span containing it."""
+        for each foreground row, distances from its centre to the ends of the first ground-truth span containing it
+        (span ends outside the target are clipped to it, as predictions are)."""
         times = batch["target_times"].cpu().numpy()
         steps = batch["step"].cpu().numpy()
         spans = batch["spans"].cpu().numpy()
@@ -230,7 +231,7 @@ class MATR(nn.Module):
             t, centre = times[b, :m], np.arange(m) + 0.5
             for s, e in spans[b][smask[b]]:
                 rows = timeline.span_to_mask(t, steps[b], s, e) & ~assigned[b, :m]
-                ps, pe = timeline.seconds_to_position(t, steps[b], [s, e])
+                ps, pe = np.clip(timeline.seconds_to_position(t, steps[b], [s, e]), 0, m)  # spans past the ends
                 out[b, :m][rows] = np.stack([centre - ps, pe - centre], axis=1)[rows] / m
                 assigned[b, :m] |= rows
         return torch.from_numpy(np.clip(out, 0.0, None)), torch.from_numpy(fg & assigned)
