@@ -3,3 +3,14 @@
 The library (this package, without ``vmr.pipeline``) is plain NumPy/PyTorch and never imports Ray or MLflow.
 """
 __version__ = "0.1.0"
+
+_LAZY = {"Localizer": "vmr.localize", "Moment": "vmr.localize", "SearchHit": "vmr.localize"}
+
+
+def __getattr__(name: str):
+    """``vmr.Localizer`` (and its result types) without importing torch at ``import vmr``."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'vmr' has no attribute {name!r}")
