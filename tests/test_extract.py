@@ -307,7 +307,7 @@ def _asl_folder(shared_data: Path, dest: Path, n: int) -> list[str]:
 
 @pytest.mark.slow
 def test_killed_run_resumes_every_video_exactly_once(ray_local, shared_data, tmp_path):
-    ids = _asl_folder(shared_data, tmp_path / "raw", 20)
+    ids = _asl_folder(shared_data, tmp_path / "raw", 12)
     out = tmp_path / "store"
     env = {**os.environ, "RAY_ADDRESS": "local", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "vmr.cli", "extract", "--videos", str(tmp_path / "raw"), "--out", str(out),
@@ -345,14 +345,16 @@ def test_killed_run_resumes_every_video_exactly_once(ray_local, shared_data, tmp
 
 
 @pytest.mark.slow
-def test_object_store_outage_midway_then_rerun(ray_local, shared_data, tmp_path, s3_private_server):
-    ids = _asl_folder(shared_data, tmp_path / "raw", 8)
+def test_object_store_outage_midway_then_rerun(ray_local, shared_data, tmp_path, s3_private_server, monkeypatch):
+    ids = _asl_folder(shared_data, tmp_path / "raw", 6)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")  # fail over a dead endpoint in about a second, not seven
     from vmr.pipeline.extract import exit_code, run_extract
 
     srv = s3_private_server
     bucket = srv.bucket()
     srv.upload_tree(tmp_path / "raw", bucket + "/raw")
     cfg = _cfg(bucket + "/raw", bucket + "/features", batch_size=2)
+    cfg.fps = 2.0
     result: dict = {}
 
     def run():
@@ -368,7 +370,7 @@ def test_object_store_outage_midway_then_rerun(ray_local, shared_data, tmp_path,
         if any(k.endswith(".json") for k in srv.keys(bucket + "/features/manifest/")):
             break
         time.sleep(0.1)
-    srv.stop()  # the object store goes away midway
+    srv.kill()  # the object store goes away midway
     worker.join(600)
     assert not worker.is_alive()
     assert "error" not in result, result.get("error")  # the run ends with a summary, it does not crash

@@ -67,12 +67,14 @@ log = logging.getLogger(__name__)
 
 CPU_BATCH_SIZE = 32  # frames per tower call on a CPU: larger batches gain nothing there and delay the first write
 GPU_BATCH_SIZE = 256  # frames per tower call on a GPU
-# Memory a decode task declares to Ray (bytes): one block of output rows (block_mb), one chunk of decoded frames
-# (16 x 6.2 MB at 1080p), its preprocessed pixels and the decoder; benchmarks/extract.py measures the real peak.
-DECODE_MEMORY_BASE = 512 * 1024 * 1024
+# Memory a decode task declares to Ray (bytes), on top of one output block (block_mb): its imports (torch, decord,
+# open_clip: about 0.75 GiB RSS) and the decoding (1080p: about 0.3-0.4 GiB for decord's index, the decoder and one
+# chunk of frames; benchmarks/extract.py measures it on 3- and 90-minute videos).
+DECODE_MEMORY_BASE = 1024 * 1024 * 1024
 _FORWARDED_ENV = (
     "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
     "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE",
+    "AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE",
 )
 
 
@@ -83,7 +85,8 @@ class ExtractConfig:
     GPU, 32 on a CPU). ``num_gpus``: GPUs per CLIP actor (None: 1 when the cluster has GPUs, else 0 = CPU).
     ``max_actors``: the actor pool's upper size (None: one per GPU, or half the CPUs). ``cpus_per_actor``: CPU slots
     (and torch threads) of each CLIP actor. ``chunk``: frames decoded at a time. ``block_mb``: Ray Data's block size
-    for frame rows (a decode task holds at most about one block of output)."""
+    for frame rows (a decode task holds at most about one block of output). ``spill_dir``: where decode tasks spill
+    remote videos (None: each worker's temporary folder); it needs room for the largest video per decode task."""
 
     videos: str = ""
     out: str = ""
@@ -96,6 +99,7 @@ class ExtractConfig:
     cpus_per_actor: float = 1.0
     chunk: int = 16
     block_mb: int = 32
+    spill_dir: str | None = None
     seed: int = 0
     strict: bool = False
 
@@ -355,11 +359,13 @@ def _check_weights(model: str, pretrained: str, seed: int) -> tuple[str, dict]:
     return encoder.notice(), preprocess_config(encoder)
 
 
-def run_extract(cfg: ExtractConfig, *, announce=print) -> ExtractSummary:
+def run_extract(cfg: ExtractConfig, *, announce=print, on_batch=None) -> ExtractSummary:
     """Extract every video under ``cfg.videos`` into the feature store ``cfg.out`` on Ray Data (see module docstring).
 
-    ``announce(str)`` receives the notices meant for the user (random weights, what will be done). Returns the
-    summary; the failures table is written beside the manifest. Raises InputError/ConfigError for bad arguments."""
+    ``announce(str)`` receives the notices meant for the user (random weights, what will be done); ``on_batch(n)``,
+    if given, is called with the number of embedded frames in each batch the driver receives (benchmarks time it).
+    Returns the summary; the failures table is written beside the manifest. Raises InputError/ConfigError for bad
+    arguments."""
     cfg.validate()
     t0 = time.perf_counter()
     settings = cfg.settings()
@@ -382,6 +388,8 @@ def run_extract(cfg: ExtractConfig, *, announce=print) -> ExtractSummary:
     assembler = _Assembler(store, jobs, settings)
     for batch in _dataset(cfg, list(jobs.values()), pp_cfg).iter_batches(batch_size=None, batch_format="numpy"):
         assembler.add(batch)
+        if on_batch is not None:
+            on_batch(int(sum(1 for e in batch["error"] if not e)))
     assembler.close()
 
     summary.ok, summary.frames = assembler.ok, assembler.frames
@@ -427,7 +435,8 @@ def _dataset(cfg: ExtractConfig, jobs: list[VideoJob], pp_cfg: dict):
         ds = ds.map_batches(
             decode_videos, batch_size=1, batch_format="numpy", num_cpus=1,
             memory=DECODE_MEMORY_BASE + cfg.block_mb * 1024 * 1024,
-            fn_kwargs={"fps": float(cfg.fps), "preprocess_cfg": pp_cfg, "chunk": cfg.chunk}, **remote,
+            fn_kwargs={"fps": float(cfg.fps), "preprocess_cfg": pp_cfg, "chunk": cfg.chunk, "spill_dir": cfg.spill_dir},
+            **remote,
         )
         ds = ds.map_batches(
             ClipActor, batch_size=batch_size, batch_format="numpy",
@@ -446,8 +455,8 @@ def config_from_args(args) -> ExtractConfig:
     """An ExtractConfig from parsed ``vmr extract`` arguments (shared by the CLI and workflows/extract.py)."""
     return ExtractConfig(
         videos=args.videos, out=args.out, fps=args.fps, model=args.model, pretrained=args.pretrained,
-        batch_size=args.batch_size, num_gpus=args.num_gpus, max_actors=args.max_actors, seed=args.seed,
-        strict=args.strict,
+        batch_size=args.batch_size, num_gpus=args.num_gpus, max_actors=args.max_actors, spill_dir=args.spill_dir,
+        seed=args.seed, strict=args.strict,
     )
 
 
@@ -467,6 +476,8 @@ def add_arguments(parser) -> None:
                         help="GPUs per CLIP actor (default 1 when the Ray cluster has GPUs, else 0 = CPU)")
     parser.add_argument("--max-actors", type=int, default=None,
                         help="most CLIP actors (default one per GPU, or half the CPUs)")
+    parser.add_argument("--spill-dir", default=None,
+                        help="local folder where decode tasks download remote videos (default: the temp folder)")
     parser.add_argument("--seed", type=int, default=d.seed, help="seed of random weights (--pretrained none)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when any video failed")
     parser.add_argument("--json", action="store_true", help="print only the JSON summary on stdout")
