@@ -32,6 +32,12 @@ Computation: along anti-diagonals (a wavefront over the batch, see :mod:`vmr.ali
 log-domain ``q = -R / gamma`` so that one cell update is two ``logaddexp`` and one add; the backward pass is the
 Cuturi-Blondel recursion run along the same diagonals, with the parent-to-child probabilities computed in bulk.
 Works on CPU and CUDA in float32 or float64 (the dtype of ``cost``); costs must be finite. Only first derivatives.
+
+Precision: the tables hold log-partition values of size ~ path cost / gamma, so in float32 the backward's
+parent-to-child probabilities carry ~1e-7 * path cost / gamma relative error. Measured for B=64, M=75, N=30, 1 - cos
+costs: values within 5e-7 relative of float64 at every gamma; the alignment (gradient) within 3e-6 (gamma=1),
+2e-4 (gamma=0.1) and 2e-3 (gamma=0.01) absolute (its entries lie in [0, 1]). Pass a float64 cost for more; the
+float64 results agree with tslearn to ~1e-15.
 """
 from __future__ import annotations
 
