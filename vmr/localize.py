@@ -450,9 +450,10 @@ class Localizer:
             self._check_task("text")
             emb = self.encoder(settings).encode_text([text])
             return QueryFeatures(np.asarray(emb, np.float32), "text", None, text, text=text)
-        self._check_task("video")
-        if isinstance(query, QueryFeatures):
+        if isinstance(query, QueryFeatures):  # prepared before (e.g. precomputed sentence features, kind "text")
+            self._check_task(query.kind)
             return query
+        self._check_task("video")
         if isinstance(query, VideoFeatures):
             self._check(query.entry, f"query {query.video_id}")
             return QueryFeatures(np.asarray(query.features, np.float32), "video", query.step, query.video_id,
@@ -551,7 +552,7 @@ class Localizer:
             raise InputError(f"top-k must be >= 1, got {top_k}")
         if query is None and text is None:
             raise InputError("give either a query clip or a text query (exactly one)")
-        self._check_task("text" if text is not None else "video")  # before any extraction
+        self._check_task(_query_kind(query, text))  # before any extraction
         vf = self.target_features(target)
         q = self.query_features(query, text, settings=_settings_of(vf.entry))
         if q.features.shape[1] != vf.features.shape[1]:
@@ -596,7 +597,7 @@ class Localizer:
         corpus = corpus or self.store_uri
         if not corpus:
             raise InputError("no corpus: give the feature store to search (--corpus URI)")
-        self._check_task("text" if text is not None else "video")
+        self._check_task(_query_kind(query, text))
         store = self._store(corpus)
         try:
             entries = store.entries()
@@ -704,6 +705,12 @@ def _stored_copy(store, uri: str) -> str | None:
         if same(e):
             return vid
     return None
+
+
+def _query_kind(query: Any, text: str | None) -> str:
+    if text is not None:
+        return "text"
+    return query.kind if isinstance(query, QueryFeatures) else "video"
 
 
 def _settings_of(source):
