@@ -186,6 +186,23 @@ def test_text_queries_go_to_text_models_and_the_baseline(localize_demo):
     assert len(base) == 2 and all(m.end - m.start in (4.0, 8.0, 16.0, 32.0, duration) for m in base)
 
 
+def test_a_checkpoint_in_object_storage_loads_and_its_card_sets_the_window(localize_demo, localize_checkpoint,
+                                                                           s3_server):
+    import dataclasses
+
+    base = s3_server.bucket()
+    s3_server.upload_tree(localize_checkpoint, base + "/runs/finetune/checkpoint_000003")
+    query = localize_demo.store.load("match03").features[5:11]
+    remote = Localizer(base + "/runs/finetune", localize_demo.store_uri)  # a run folder: its newest checkpoint
+    assert remote.window_seconds(1.0) == 20.0
+    assert remote.localize("match01", query, top_k=3) == Localizer(localize_checkpoint, localize_demo.store_uri
+                                                                   ).localize("match01", query, top_k=3)
+    card = dataclasses.replace(remote.card, extra={"max_target": 40})  # training crop in rows, at the card's fps
+    assert Localizer(remote.model, card=card).window_seconds(0.5) == 20.0
+    assert Localizer(remote.model, card=dataclasses.replace(card, extra={})).window_seconds(1.0) == 180.0
+    assert Localizer("baseline").window_seconds(1.0) is None  # the baseline scores whole videos
+
+
 # ---- MLflow -------------------------------------------------------------------------------------------------------
 
 
