@@ -11,16 +11,16 @@ Time: median over interleaved repeats after warm-up (numba JIT excluded), wall c
 process; ratios are (faster baseline) / vmr, measured in this run. pysdtw and tslearn run their numba kernels over the
 batch in parallel on all cores (numba's default); vmr runs torch with --threads intra-op threads (default 1).
 OMP_WAIT_POLICY=PASSIVE (numba's OpenMP threads would otherwise spin after each call, on the core the next
-implementation needs). Memory: each implementation runs once more in a fresh subprocess with glibc's mmap threshold pinned low (so freed large
-blocks go back to the OS), and reports the peak-RSS increase of one warmed-up forward+backward over the RSS just before
-it (Linux /proc/self/clear_refs + VmHWM). The "features" memory includes the feature gradients (6.9 MiB) for all.
+implementation needs). Memory: each implementation runs once more in a fresh subprocess with glibc's mmap threshold
+pinned low (so freed large blocks go back to the OS), and reports the peak-RSS increase of one warmed-up
+forward+backward over the RSS just before it (Linux /proc/self/clear_refs + VmHWM). The "features" memory includes
+the feature gradients (6.9 MiB) for all.
 
 Run:  .venv/bin/python benchmarks/soft_dtw.py [--repeats 30] [--threads 1]
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -66,7 +66,8 @@ def build(name: str, workload: str):
 
         # what SoftDTWLossPyTorch(gamma, dist_func=...) runs; it writes inf into its input where a global constraint
         # masks cells (none here), so it gets a fresh cost tensor as it would from its dist_func
-        sdtw = lambda c: _SoftDTWLossPyTorch.apply(c if c.grad_fn is not None else c * 1.0, GAMMA, 0, None, None)  # noqa: E731
+        def sdtw(c):
+            return _SoftDTWLossPyTorch.apply(c if c.grad_fn is not None else c * 1.0, GAMMA, 0, None, None)
     else:
         raise ValueError(name)
     if workload == "cost":

@@ -1,4 +1,5 @@
-"""Hard DTW: values and paths against tslearn, path validity, and the aligned target span used to crop MATR's decoder input."""
+"""Hard DTW: values and paths against brute force and tslearn, path validity, and the aligned target span that
+crops MATR's decoder input."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +7,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tslearn.metrics import dtw_path as tslearn_dtw_path
 from tslearn.metrics import dtw_subsequence_path
 
 from vmr.alignment import aligned_span, cosine_cost, dtw, dtw_path
@@ -16,14 +16,27 @@ def _sq_euclidean(x, y):
     return ((x[:, None] - y[None]) ** 2).sum(-1)
 
 
+def _all_full_paths(M, N, i=0, j=0):
+    """Every monotone path from (0, 0) to (M-1, N-1) (brute force; tiny grids only)."""
+    if (i, j) == (M - 1, N - 1):
+        return [[(i, j)]]
+    out = []
+    for a, b in ((i + 1, j), (i, j + 1), (i + 1, j + 1)):
+        if a < M and b < N:
+            out += [[(i, j)] + rest for rest in _all_full_paths(M, N, a, b)]
+    return out
+
+
 @pytest.mark.parametrize("seed", range(5))
-def test_full_path_and_value_match_tslearn(seed):
+def test_full_path_and_value_are_the_cheapest_of_all_paths(seed):
     rng = np.random.default_rng(seed)
-    x, y = rng.normal(size=(rng.integers(1, 15), 3)), rng.normal(size=(rng.integers(1, 8), 3))
-    cost = torch.tensor(_sq_euclidean(x, y))
-    ref_path, ref_dist = tslearn_dtw_path(x, y)
-    assert dtw_path(cost) == [tuple(p) for p in ref_path]
-    assert dtw(cost[None]).item() == pytest.approx(ref_dist**2, rel=1e-10)
+    M, N = rng.integers(1, 7), rng.integers(1, 6)
+    cost = torch.tensor(rng.uniform(0, 2, size=(M, N)))
+    paths = _all_full_paths(M, N)
+    costs = [sum(cost[i, j].item() for i, j in p) for p in paths]
+    best = int(np.argmin(costs))
+    assert dtw_path(cost) == paths[best]
+    assert dtw(cost[None]).item() == pytest.approx(costs[best], rel=1e-12)
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -59,7 +72,8 @@ def test_path_is_a_valid_alignment_whose_cost_is_the_dtw_value(cost, subsequence
 def test_batched_with_padding_equals_each_item_alone():
     gen = torch.Generator().manual_seed(0)
     B, M, N = 6, 25, 8
-    lengths = torch.stack([torch.randint(1, M + 1, (B,), generator=gen), torch.randint(1, N + 1, (B,), generator=gen)], 1)
+    lengths = torch.stack([torch.randint(1, M + 1, (B,), generator=gen),
+                           torch.randint(1, N + 1, (B,), generator=gen)], 1)
     padded = torch.rand(B, M, N, generator=gen) - 5.0  # padding far cheaper than any real cell: must still be ignored
     items = []
     for b, (m, n) in enumerate(lengths.tolist()):

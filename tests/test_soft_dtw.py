@@ -1,7 +1,7 @@
-"""soft-DTW: agreement with tslearn and with the definition (softmin over every path), gradients, padding, properties."""
+"""soft-DTW: agreement with tslearn and with the definition (softmin over every path), gradients, padding,
+properties."""
 from __future__ import annotations
 
-import itertools
 import math
 
 import numpy as np
@@ -126,7 +126,8 @@ def test_padding_never_changes_value_or_gradient(subsequence):
             assert value[b].item() == pytest.approx(alone.item(), rel=1e-12)
             g = padded.grad[b]
             torch.testing.assert_close(g[: c.shape[0], : c.shape[1]], c.grad, rtol=1e-10, atol=1e-14)
-            assert g.abs().sum().item() == pytest.approx(c.grad.abs().sum().item(), rel=1e-12)  # nothing leaks into padding
+            # nothing leaks into padding
+            assert g.abs().sum().item() == pytest.approx(c.grad.abs().sum().item(), rel=1e-12)
 
 
 def test_float32_close_to_float64():

@@ -38,7 +38,8 @@ def check_inputs(cost: torch.Tensor, lengths) -> tuple[torch.Tensor, bool]:
         return torch.tensor([[M, N]], dtype=torch.long, device=cost.device).expand(B, 2), False
     lengths = torch.as_tensor(lengths, device=cost.device).long()
     if lengths.shape != (B, 2):
-        raise ValueError(f"lengths must have shape ({B}, 2) holding each item's valid (M, N), got {tuple(lengths.shape)}")
+        raise ValueError(
+            f"lengths must have shape ({B}, 2) holding each item's valid (M, N), got {tuple(lengths.shape)}")
     lo = lengths.min(dim=0).values.tolist()
     hi = lengths.max(dim=0).values.tolist()
     if min(lo) < 1 or hi[0] > M or hi[1] > N:
@@ -82,7 +83,7 @@ def to_diagonals(values: torch.Tensor, lengths: torch.Tensor, padded: bool, fill
 
 
 def from_diagonals(diag: torch.Tensor, M: int, N: int) -> torch.Tensor:
-    """Contiguous (K', W', B) diagonal layout (K' >= M + N + 1, W' >= N + 1; extras ignored) -> (B, M, N) cell values."""
+    """Contiguous (K', W', B) diagonal layout (K' >= M + N + 1, W' >= N + 1; extras ignored) -> (B, M, N) cells."""
     _, width, B = diag.shape
     rows = diag.view(-1, B).index_select(0, _scatter_index(M, N, width, str(diag.device)))
     return rows.view(M, N, B).permute(2, 0, 1).contiguous()

@@ -49,5 +49,6 @@ def cosine_cost(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-8) -> torch.Te
     if x.shape[-1] != y.shape[-1]:
         raise ValueError(f"feature sizes differ: x {tuple(x.shape)}, y {tuple(y.shape)}")
     if x.dim() != y.dim() or x.dim() not in (2, 3):
-        raise ValueError(f"expected x (B, M, D) and y (B, N, D) (or both unbatched), got {tuple(x.shape)}, {tuple(y.shape)}")
+        raise ValueError(
+            f"expected x (B, M, D) and y (B, N, D) (or both unbatched), got {tuple(x.shape)}, {tuple(y.shape)}")
     return _CosineCost.apply(x, y, float(eps))

@@ -79,7 +79,7 @@ def _as_batch(cost: torch.Tensor, lengths):
 
 
 def dtw(cost: torch.Tensor, lengths=None, subsequence: bool = False) -> torch.Tensor:
-    """Hard DTW value of each item: the minimum summed cost over alignment paths. (B, M, N) -> (B,); not differentiable."""
+    """Hard DTW value of each item: the minimum summed cost over alignment paths. (B, M, N) -> (B,), no gradient."""
     lengths, padded = check_inputs(cost, lengths)
     q, _, _ = _hard_wavefront(cost, lengths, padded, subsequence)
     kend, pend = _end_cells(q, lengths, subsequence)

@@ -69,8 +69,8 @@ def _forward(cost: torch.Tensor, gamma: float, lengths: torch.Tensor, padded: bo
     else:
         q[0, 0] = 0.0
     # step k = 2..K-1 updates positions 1..N of diagonal k (qbuf[k + 1]) from diagonals k-1 (qbuf[k]) and k-2
-    steps = zip(qbuf[3:, 1:].unbind(0), qbuf[2:K, 1:].unbind(0), qbuf[2:K, :-1].unbind(0), qbuf[1 : K - 1, :-1].unbind(0),
-                neg[2:, 1:].unbind(0))
+    steps = zip(qbuf[3:, 1:].unbind(0), qbuf[2:K, 1:].unbind(0), qbuf[2:K, :-1].unbind(0),
+                qbuf[1 : K - 1, :-1].unbind(0), neg[2:, 1:].unbind(0))
     for out, vert, horiz, diag, negk in steps:
         torch.logaddexp(vert, horiz, out=out)
         torch.logaddexp(out, diag, out=out)
@@ -154,7 +154,8 @@ def soft_dtw(cost: torch.Tensor, gamma: float = 0.1, lengths=None, subsequence: 
 
 @torch.no_grad()
 def expected_alignment(cost: torch.Tensor, gamma: float = 0.1, lengths=None, subsequence: bool = False) -> torch.Tensor:
-    """(B, M, N) soft alignment matrix: d soft_dtw / d cost, each cell's probability of lying on the path (0 on padding).
+    """(B, M, N) soft alignment matrix: d soft_dtw / d cost, each cell's probability of lying on the path (0 on
+    padding).
 
     Full alignment: entries in [0, 1], A[0, 0] = A[M_b-1, N_b-1] = 1. Subsequence: each query column's entries sum
     to at least 1 (the query is always fully aligned) and the target rows may be mostly empty.
