@@ -103,6 +103,7 @@ def _backward(q: torch.Tensor, neg: torch.Tensor, end, M: int, N: int) -> torch.
     # floored just above log(smallest normal): subnormal results make exp ~30x slower on x86 (so does exp(-inf)); the
     # floor turns weights that should be ~0 into ~1e-38 (float32), invisible in valid cells; padding is zeroed below
     w.clamp_min_(math.log(torch.finfo(w.dtype).tiny) + 1.0).exp_()
+    del s  # lower peak memory
     g = q.new_zeros((K + 2, W + 1, B))
     batch = torch.arange(B, device=q.device)
     if seed is None:
