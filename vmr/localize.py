@@ -74,8 +74,9 @@ log = logging.getLogger(__name__)
 DEFAULT_WINDOW_S = 180.0  # the longest target window vmr.pairs.build_match_pairs draws for training
 DEFAULT_BATCH_WINDOWS = 8  # windows per forward pass
 BASELINE_TEXT_LENGTHS_S = (4.0, 8.0, 16.0, 32.0, 64.0)  # the cosine baseline's window lengths for a sentence
-# Ray Data pays a start-up of about 10 s (local cluster, actors loading the model); below this much footage the plain
-# path is faster on one machine (benchmarks/localize.py measures both).
+# Ray Data pays a start-up of ~20 s (a local cluster, actors receiving the model) and helps only when it spreads the
+# windows over more CPUs/GPUs than one process uses. 50 h of footage is ~15 min of in-process work on a 2-core CPU
+# (3.4 target-minutes/s, benchmarks/localize.py, see benchmarks/RESULTS.md), where the start-up is ~2%.
 RAY_SEARCH_MIN_HOURS = 50.0
 
 
