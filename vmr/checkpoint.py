@@ -298,10 +298,10 @@ def find_checkpoint(uri: str) -> str:
                      "pass a checkpoint directory, a Ray Train run folder, or an MLflow model URI (models:/name/latest)")
 
 
-def read_card(uri: str) -> ModelCard:
+def read_card(uri: str, tracking_uri: str | None = None) -> ModelCard:
     """The card of the checkpoint that ``uri`` names (see :func:`find_checkpoint`), without loading the weights."""
     if is_mlflow_uri(uri):
-        with _mlflow_local(uri) as local:
+        with _mlflow_local(uri, tracking_uri) as local:
             card = read_card(local)
         card.source = uri
         return card
@@ -312,30 +312,33 @@ def read_card(uri: str) -> ModelCard:
 class _mlflow_local:
     """Context manager: an MLflow model URI downloaded to a temporary local folder (removed afterwards)."""
 
-    def __init__(self, uri: str):
+    def __init__(self, uri: str, tracking_uri: str | None = None):
         self.uri = uri
+        self.tracking_uri = tracking_uri
         self.tmp = None
 
     def __enter__(self) -> str:
         from vmr.pipeline.tracking import download_model  # MLflow only for MLflow URIs
 
         self.tmp = tempfile.mkdtemp(prefix="vmr-model-")
-        return download_model(self.uri, self.tmp)
+        return download_model(self.uri, self.tmp, self.tracking_uri)
 
     def __exit__(self, *exc) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def load_model(uri: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelCard]:
+def load_model(uri: str | os.PathLike, device: str | torch.device = "cpu",
+               tracking_uri: str | None = None) -> tuple[nn.Module, ModelCard]:
     """Load a model for inference: ``(model in eval mode on device, its ModelCard)``.
 
     ``uri``: a checkpoint directory (local path, ``file://``, ``s3://``, ``gs://``), a file inside one, a Ray Train
     run folder (its newest checkpoint), or an MLflow model URI (``models:/vmr-matr/latest``,
-    ``models:/vmr-matr@champion``, ``runs:/<run id>/model``). Raises :class:`InputError` when nothing loadable is
-    there, the card is from a newer format, or the weights do not fit the model the card describes."""
+    ``models:/vmr-matr@champion``, ``runs:/<run id>/model``; looked up at ``tracking_uri``, else
+    ``MLFLOW_TRACKING_URI``). Raises :class:`InputError` when nothing loadable is there, the card is from a newer
+    format, or the weights do not fit the model the card describes."""
     uri = os.fspath(uri)
     if is_mlflow_uri(uri):
-        with _mlflow_local(uri) as local:
+        with _mlflow_local(uri, tracking_uri) as local:
             model, card = load_model(local, device)
         card.source = uri
         return model, card
@@ -353,6 +356,36 @@ def load_model(uri: str | os.PathLike, device: str | torch.device = "cpu") -> tu
         first = " ".join(str(e).split())[:300]
         raise InputError(f"{ckpt}: the weights do not fit a {card.kind} model with the card's config: {first}") from None
     return model.to(device).eval(), card
+
+
+def checkpoints_in(run_dir: str) -> list[str]:
+    """The ``checkpoint_*`` directories with a card directly under a run folder, oldest first (by name: vmr names
+    them ``checkpoint_epoch{NNNN}``)."""
+    fs = storage.filesystem(run_dir)
+    try:
+        children = fs.ls(storage.strip(run_dir), detail=True)
+    except FileNotFoundError:
+        return []
+    names = sorted(posixpath.basename(c["name"].rstrip("/")) for c in children if c.get("type") == "directory")
+    return [storage.join(run_dir, n) for n in names if n.startswith("checkpoint_") and _has_card(storage.join(run_dir, n))]
+
+
+def load_state(uri: str) -> tuple[dict, dict | None, ModelCard]:
+    """``(state_dict, train_state or None, card)`` of a checkpoint directory, on the CPU, without building the model
+    (for resuming training). InputError when a file is missing or unreadable (e.g. a copy cut short)."""
+    ckpt = find_checkpoint(uri)
+    card = ModelCard.from_json(storage.read_text(storage.join(ckpt, CARD_FILE)), source=ckpt)
+    try:
+        state = torch.load(io.BytesIO(storage.read_bytes(storage.join(ckpt, WEIGHTS_FILE))), map_location="cpu",
+                           weights_only=True)
+        path = storage.join(ckpt, TRAIN_STATE_FILE)
+        train_state = (torch.load(io.BytesIO(storage.read_bytes(path)), map_location="cpu", weights_only=False)
+                       if storage.exists(path) else None)
+    except FileNotFoundError as e:
+        raise InputError(f"{ckpt}: incomplete checkpoint ({e})") from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise InputError(f"{ckpt}: unreadable checkpoint: {' '.join(str(e).split())[:200]}") from None
+    return state, train_state, card
 
 
 def load_train_state(uri: str) -> dict | None:
@@ -384,5 +417,5 @@ def check_features(card: ModelCard | FeatureSettings, store_settings: Any, *, wh
 __all__ = [
     "FORMAT_VERSION", "CARD_FILE", "WEIGHTS_FILE", "TRAIN_STATE_FILE", "MODEL_KINDS", "FeatureMismatchError",
     "FeatureSettings", "ModelCard", "model_classes", "build_model", "unwrap", "make_card", "save_checkpoint",
-    "find_checkpoint", "read_card", "load_model", "load_train_state", "check_features", "is_mlflow_uri",
+    "find_checkpoint", "read_card", "load_model", "load_train_state", "load_state", "checkpoints_in", "check_features", "is_mlflow_uri",
 ]

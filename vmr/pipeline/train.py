@@ -37,7 +37,7 @@ from typing import Any, Literal
 import torch
 
 from vmr import storage
-from vmr.checkpoint import TRAIN_STATE_FILE, WEIGHTS_FILE, build_model, save_checkpoint, unwrap
+from vmr.checkpoint import build_model, save_checkpoint, unwrap
 from vmr.errors import ConfigError
 from vmr.training import (
     TrainConfig, autocast_dtype, evaluate, make_optimizer, make_scheduler, prefixed, save_plots, seed_everything,
@@ -94,6 +94,7 @@ class LoopConfig:
     train: TrainConfig
     n_train: int
     run_name: str = ""
+    run_dir: str = ""                 # {storage_path}/{run_name}: where the checkpoints are (for resuming)
     workflow: str = ""
     init_weights: Any = None          # a Ray ObjectRef of a state_dict (finetuning), or None
     tracker: Any = None               # vmr.pipeline.tracking.Tracker (rank 0 logs with it), or None
@@ -152,6 +153,31 @@ def _kill_hook(debug: DebugConfig, rank: int):
     return hook
 
 
+def _resume_state(ray_checkpoint, run_dir: str) -> tuple[dict, dict, str] | None:
+    """``(weights, train_state, source)`` to resume from, or None: the newer of the checkpoint Ray hands back
+    (``get_checkpoint()``) and the newest complete checkpoint in the run folder. The folder matters when a worker died
+    right after ``report``: the checkpoint is in storage, but the controller had not registered it yet."""
+    from vmr.checkpoint import checkpoints_in, load_state
+    from vmr.errors import InputError
+
+    best: tuple[int, dict, dict, str] | None = None
+    if ray_checkpoint is not None:
+        with ray_checkpoint.as_directory() as d:
+            weights, state, _ = load_state(d)
+        best = (int(state["epoch"]), weights, state, f"its checkpoint of epoch {int(state['epoch']) + 1}")
+    if run_dir:
+        for uri in reversed(checkpoints_in(run_dir)):
+            try:
+                weights, state, _ = load_state(uri)
+            except InputError as e:  # cut short by a crash: try the one before
+                log.warning("skipping %s: %s", uri, e)
+                continue
+            if state is not None and (best is None or int(state["epoch"]) > best[0]):
+                best = (int(state["epoch"]), weights, state, uri)
+            break
+    return None if best is None else best[1:]
+
+
 def _format_seconds(s: float) -> str:
     s = int(round(s))
     return f"{s // 3600}h{s // 60 % 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
@@ -204,12 +230,10 @@ def train_loop_per_worker(config: dict) -> None:
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
 
     start_epoch, history = 0, []
-    ckpt = ray.train.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            unwrap(model).load_state_dict(torch.load(os.path.join(d, WEIGHTS_FILE), map_location=device,
-                                                     weights_only=True))
-            state = torch.load(os.path.join(d, TRAIN_STATE_FILE), map_location=device, weights_only=False)
+    resume = _resume_state(ray.train.get_checkpoint(), lc.run_dir)
+    if resume is not None:
+        weights, state, source = resume
+        unwrap(model).load_state_dict(weights)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
@@ -217,8 +241,7 @@ def train_loop_per_worker(config: dict) -> None:
         start_epoch = int(state["epoch"]) + 1
         history = list(state.get("history", []))
         if rank == 0:
-            print(f"resuming {lc.run_name} from its checkpoint of epoch {start_epoch} "
-                  f"({start_epoch}/{tc.epochs} epochs done)", flush=True)
+            print(f"resuming {lc.run_name} from {source} ({start_epoch}/{tc.epochs} epochs done)", flush=True)
     if start_epoch >= tc.epochs and rank == 0:
         print(f"{lc.run_name}: all {tc.epochs} epochs are done already; nothing to train", flush=True)
 
@@ -274,7 +297,10 @@ def train_loop_per_worker(config: dict) -> None:
 
 def storage_filesystem(storage_path: str):
     """``(path, pyarrow filesystem or None)`` for ``RunConfig``: an ``s3://`` path gets a pyarrow S3 filesystem
-    that honours ``AWS_ENDPOINT_URL(_S3)`` and the region (as :mod:`vmr.storage` does); others go as they are."""
+    that honours ``AWS_ENDPOINT_URL(_S3)`` and the region (as :mod:`vmr.storage` does); others go as they are.
+    Credentials in the driver's ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN`` are given to
+    the filesystem explicitly: Ray Train's controller runs in a process that may predate them (a local Ray started
+    earlier); without them the nodes' own credentials (instance roles, ~/.aws) are used."""
     if storage.scheme(storage_path) != "s3":
         return (storage.strip(storage_path) if storage.scheme(storage_path) == "file" else storage_path), None
     from pyarrow import fs as pafs
@@ -288,6 +314,11 @@ def storage_filesystem(storage_path: str):
     region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION")
     if region:
         kwargs["region"] = region
+    if os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
+        kwargs["access_key"] = os.environ["AWS_ACCESS_KEY_ID"]
+        kwargs["secret_key"] = os.environ["AWS_SECRET_ACCESS_KEY"]
+        if os.environ.get("AWS_SESSION_TOKEN"):
+            kwargs["session_token"] = os.environ["AWS_SESSION_TOKEN"]
     return storage.strip(storage_path).rstrip("/"), pafs.S3FileSystem(**kwargs)
 
 

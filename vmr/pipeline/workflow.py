@@ -253,6 +253,8 @@ class WorkflowResult:
     registered: str
     dashboard: str
     seconds: float
+    samples: dict = field(default_factory=dict)      # samples per split
+    init_from: str = ""                              # what finetuning started from ("" = random weights)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -332,9 +334,10 @@ def run_workflow(workflow: str, cfg: WorkflowConfig, *, announce: Callable[[str]
     if workflow == "finetune" and task == "video":
         baseline = _baseline(cfg, store, specs["val"], "val", announce)
         tracker.log_metrics(baseline, step=0)
-    init_ref = None
+    init_ref, init_from = None, ""
     if workflow == "finetune":
-        init_ref = _init_weights(cfg, model_cfg, store, tracking_uri, announce)
+        init_ref, init_from = _init_weights(cfg, model_cfg, store, tracking_uri, announce)
+        tracker.set_tags({"vmr.init_from": init_from or "random weights"})
 
     # datasets and training
     from vmr.pipeline.datasets import sample_dataset
@@ -354,7 +357,8 @@ def run_workflow(workflow: str, cfg: WorkflowConfig, *, announce: Callable[[str]
     if workflow == "pretrain" and not cfg.trainer.score_attribute:
         trainer_cfg = dataclasses.replace(cfg.trainer, score_order="min")
     loop = LoopConfig(kind=kind, model_config=to_dict(model_cfg), task=task, features=vars(settings) | {"dim": dim},
-                      train=cfg.train, n_train=len(specs["train"]), run_name=run_name, workflow=workflow,
+                      train=cfg.train, n_train=len(specs["train"]), run_name=run_name, run_dir=run_dir,
+                      workflow=workflow,
                       init_weights=init_ref, tracker=tracker, baseline=baseline, score_attribute=score,
                       debug=cfg.debug)
     announce(f"training {kind} ({_param_count(model_cfg, kind):,} parameters) for {cfg.train.epochs} epochs on "
@@ -383,7 +387,8 @@ def run_workflow(workflow: str, cfg: WorkflowConfig, *, announce: Callable[[str]
         workflow=workflow, run_name=run_name, run_dir=run_dir, best_checkpoint=result.best,
         latest_checkpoint=result.latest, metrics=result.best_metrics, test_metrics=test_metrics, baseline=baseline,
         tracking_uri=tracking_uri, experiment=experiment, mlflow_run_id=tracker.run_id or "", registered=registered,
-        dashboard=dashboard_command(tracking_uri), seconds=time.perf_counter() - began)
+        dashboard=dashboard_command(tracking_uri), seconds=time.perf_counter() - began,
+        samples={k: len(v) for k, v in specs.items()}, init_from=init_from)
     storage.write_text_atomic(storage.join(run_dir, "vmr_summary.json"),
                               json.dumps(out.to_json(), indent=1, default=str))
     return out
@@ -552,7 +557,7 @@ def _baseline(cfg: WorkflowConfig, store, specs: list, split: str, announce) -> 
 
 
 def _init_weights(cfg: FinetuneWorkflowConfig, model_cfg, store, tracking_uri: str, announce):
-    """The init weights (as a Ray object ref) for finetuning, or None (random init)."""
+    """``(init weights as a Ray object ref, the URI they came from)`` for finetuning; ``(None, "")`` = random."""
     import ray
 
     from vmr.checkpoint import check_features, load_model
@@ -560,20 +565,18 @@ def _init_weights(cfg: FinetuneWorkflowConfig, model_cfg, store, tracking_uri: s
     uri = cfg.init_from
     if uri == "auto":
         if cfg.model.kind != "matr":
-            return None
+            return None, ""
         from vmr.pipeline.tracking import latest_version
 
         v = latest_version(tracking_uri, "vmr-matr-pretrained")
         if v is None:
             announce("WARNING: init_from=auto found no vmr-matr-pretrained model in MLflow (run vmr pretrain first); "
                      "finetuning from random weights")
-            return None
+            return None, ""
         uri = f"models:/vmr-matr-pretrained/{v.version}"
     if not uri:
-        return None
-    if uri.startswith(("models:/", "runs:/")):
-        os.environ.setdefault("MLFLOW_TRACKING_URI", tracking_uri)  # the store this workflow tracks to
-    model, card = load_model(uri)
+        return None, ""
+    model, card = load_model(uri, tracking_uri=tracking_uri)  # MLflow URIs: the store this workflow tracks to
     if card.kind != cfg.model.kind:
         raise ConfigError(f"init_from {uri} is a {card.kind} model, but model.kind is {cfg.model.kind}")
     check_features(card, store)
@@ -588,7 +591,7 @@ def _init_weights(cfg: FinetuneWorkflowConfig, model_cfg, store, tracking_uri: s
                           + ", ".join(f"{k}: checkpoint {a} vs config {b}" for k, (a, b) in diff.items())) from None
     announce(f"finetuning from {uri} ({card.source}; epoch {card.extra.get('epoch', '?')}, "
              f"run {card.extra.get('run_name', '?')})")
-    return ray.put({k: v.cpu() for k, v in model.state_dict().items()})
+    return ray.put({k: v.cpu() for k, v in model.state_dict().items()}), uri
 
 
 def _test(cfg: WorkflowConfig, store, specs: list, checkpoint: str, task: str, context: dict, tracker,
