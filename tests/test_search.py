@@ -63,6 +63,8 @@ def test_ray_data_search_equals_the_in_process_search(localize_demo, localize_ch
     loc = Localizer(localize_checkpoint, localize_demo.store_uri)
     query = localize_demo.store.load("match03").features[4:10]
     plain = loc.search_details(query, top_k=5, use_ray=False)
+    # a private local cluster: never one that another job started on this machine with `ray start`
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     try:
         on_ray = loc.search_details(query, top_k=5, use_ray=True)
     finally:
