@@ -340,9 +340,11 @@ class FitResult:
     error: BaseException | None = None
 
 
-def fit(loop: LoopConfig, trainer_cfg: TrainerConfig, datasets: dict, storage_path: str, run_name: str) -> FitResult:
+def fit(loop: LoopConfig, trainer_cfg: TrainerConfig, datasets: dict, storage_path: str, run_name: str,
+        callbacks: list | None = None) -> FitResult:
     """Run a ``TorchTrainer`` over ``datasets`` (``{"train": ds, "val": ds}``) with ``trainer_cfg``; checkpoints go to
-    ``{storage_path}/{run_name}``. A run of that name already there is resumed (see the module docstring)."""
+    ``{storage_path}/{run_name}``. A run of that name already there is resumed (see the module docstring).
+    ``callbacks``: Ray Train callbacks for ``RunConfig`` (a Tune trial passes ``TuneReportCallback``)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -359,6 +361,7 @@ def fit(loop: LoopConfig, trainer_cfg: TrainerConfig, datasets: dict, storage_pa
         failure_config=ray.train.FailureConfig(max_failures=trainer_cfg.max_failures),
         worker_runtime_env={"env_vars": env} if env else {},
         logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+        callbacks=list(callbacks or []),
     )
     resources = {"CPU": trainer_cfg.cpus_per_worker}
     if trainer_cfg.use_gpu:

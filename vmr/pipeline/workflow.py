@@ -265,8 +265,13 @@ def _announce_default(msg: str) -> None:
 
 
 def run_workflow(workflow: str, cfg: WorkflowConfig, *, announce: Callable[[str], None] = _announce_default,
-                 config_files: list[str] | None = None) -> WorkflowResult:
-    """Run ``workflow`` (``pretrain``/``finetune``) with the resolved ``cfg`` (see the module docstring)."""
+                 config_files: list[str] | None = None, specs: dict | None = None,
+                 train_callbacks: list | None = None) -> WorkflowResult:
+    """Run ``workflow`` (``pretrain``/``finetune``) with the resolved ``cfg`` (see the module docstring).
+
+    ``specs``: ``{"train": [...], "val": [...], "test": [...]}`` samples made by the caller (scheduled retraining's
+    pairs), used instead of the ones the config describes; ``train_callbacks``: Ray Train callbacks (a Tune trial's
+    ``TuneReportCallback``)."""
     began = time.perf_counter()
     if workflow == "pretrain" and cfg.model.kind != "matr":
         raise ConfigError("pretraining is MATR's (random-clip self-supervision); A2FA has none: use vmr finetune")
@@ -301,7 +306,10 @@ def run_workflow(workflow: str, cfg: WorkflowConfig, *, announce: Callable[[str]
 
     # samples
     context: dict = {}
-    if workflow == "pretrain":
+    if specs is not None:
+        specs = dict(specs)
+        announce("samples given by the caller: " + ", ".join(f"{k} {len(v)}" for k, v in specs.items()))
+    elif workflow == "pretrain":
         specs = _pretrain_specs(cfg, store, announce)
     elif task == "video":
         specs = _pair_specs(cfg, paths, store, announce)
@@ -364,7 +372,7 @@ def run_workflow(workflow: str, cfg: WorkflowConfig, *, announce: Callable[[str]
     announce(f"training {kind} ({_param_count(model_cfg, kind):,} parameters) for {cfg.train.epochs} epochs on "
              f"{cfg.trainer.num_workers} worker(s){' with GPUs' if cfg.trainer.use_gpu else ''}: "
              f"{len(specs['train'])} train / {len(specs['val'])} val samples; checkpoints in {run_dir}")
-    result = fit(loop, trainer_cfg, datasets, paths.storage_path, run_name)
+    result = fit(loop, trainer_cfg, datasets, paths.storage_path, run_name, callbacks=train_callbacks)
     if result.error is not None:
         tracker.finish("FAILED")
         raise TrainingError(f"training failed: {_first_line(result.error)} (checkpoints so far in {run_dir}; run "
