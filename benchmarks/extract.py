@@ -13,8 +13,8 @@ this one run, so the ratios compare like with like on a noisy, shared machine.
 4. Memory of a decode task on long 1080p videos (synthesised into /tmp: a 20 s 1080p H.264 clip remuxed end to end
    to 3 minutes and to ``--long-minutes``): the peak RSS (VmHWM) of a child process running the pipeline's decode UDF
    over the whole file (``--long-fps`` samples/s), split into the imports and the decoding, against the file size;
-   the same decoding memory for both lengths shows nothing grows with the video. Ray adds at most one output block
-   (block_mb) on top.
+   the same decoding memory for both lengths shows nothing grows with the video, and chunk 16 against the default
+   shows what the chunk costs. Ray adds at most one output block (block_mb) on top.
 
 Videos come from ../shared/data/videos (read-only); nothing is written into the repository.
 """
@@ -180,14 +180,14 @@ def status(key):  # kB from /proc/self/status (VmHWM: this process's peak RSS; r
     for line in open("/proc/self/status"):
         if line.startswith(key + ":"):
             return int(line.split()[1])
-path, fps, cfg = sys.argv[1], float(sys.argv[2]), json.loads(sys.argv[3])
+path, fps, cfg, chunk = sys.argv[1], float(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4])
 import torch, decord, open_clip  # the imports a decode task has anyway
 from vmr.pipeline.extract import decode_videos
 base = status("VmHWM")
 batch = {"uri": np.array([path], dtype=object), "video_id": np.array(["long"], dtype=object),
          "size": np.array([0]), "etag": np.array(["-"], dtype=object)}
 t, n, err = time.perf_counter(), 0, ""
-for out in decode_videos(batch, fps=fps, preprocess_cfg=cfg, chunk=16):
+for out in decode_videos(batch, fps=fps, preprocess_cfg=cfg, chunk=chunk):
     if out["error"][0]:
         err = out["error"][0]
     n += len(out["t"])
@@ -205,9 +205,9 @@ def long_video(minutes: float) -> Path:
     return path
 
 
-def decode_task_memory(path: Path, fps: float, pp_cfg: dict) -> dict:
+def decode_task_memory(path: Path, fps: float, pp_cfg: dict, chunk: int) -> dict:
     cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in pp_cfg.items()}
-    out = subprocess.run([sys.executable, "-c", _DECODE_TASK, str(path), str(fps), json.dumps(cfg)],
+    out = subprocess.run([sys.executable, "-c", _DECODE_TASK, str(path), str(fps), json.dumps(cfg), str(chunk)],
                          check=True, capture_output=True, text=True, cwd=ROOT)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -270,11 +270,12 @@ def main() -> int:
         log(f"\n[4] decode task memory: a 3-minute and a {args.long_minutes:g}-minute 1080p video, {args.long_fps:g} samples/s")
         paths = [long_video(3.0), long_video(args.long_minutes)]
         try:
-            for path in paths:
-                m = decode_task_memory(path, args.long_fps, preprocess_config(encoder))
+            runs = [(paths[0], ExtractConfig().chunk), (paths[0], 16), (paths[1], ExtractConfig().chunk)]
+            for path, chunk in runs:
+                m = decode_task_memory(path, args.long_fps, preprocess_config(encoder), chunk)
                 size = path.stat().st_size
                 grow = (m["peak_rss_kb"] - m["import_rss_kb"]) / 1024
-                log(f"  {path.name}: file {size / 2**30:.2f} GiB, {m['rows']} rows in {m['seconds']:.0f} s"
+                log(f"  {path.name}, chunk {chunk}: file {size / 2**30:.2f} GiB, {m['rows']} rows in {m['seconds']:.0f} s"
                     f"{' ERROR ' + m['error'] if m['error'] else ''}; peak RSS {m['peak_rss_kb'] / 1024:.0f} MiB = "
                     f"{m['import_rss_kb'] / 1024:.0f} MiB after imports + {grow:.0f} MiB decoding "
                     f"-> RATIO decoding memory / file size {grow * 2**20 / size:.3f}")

@@ -133,7 +133,7 @@ def preprocess_config(encoder) -> dict:
     return dict(encoder.model.visual.preprocess_cfg)
 
 
-def iter_pixel_chunks(path: str, fps: float, preprocess, chunk: int = 16) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def iter_pixel_chunks(path: str, fps: float, preprocess, chunk: int = 4) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """``(timestamps (n,) float64 seconds, pixels (n, 3, S, S) float32)`` chunks of a local video's sampled frames.
     ``preprocess`` maps uint8 frames (n, H, W, 3) to pixels (a :class:`FramePreprocessor`, or ``ClipEncoder.preprocess``).
     Holds at most one chunk of decoded frames. Raises DecodeError (also midway through)."""
@@ -173,7 +173,7 @@ def extract_video(
     *,
     video_id: str | None = None,
     base: str | None = None,
-    chunk: int = 16,
+    chunk: int = 4,
     batch_size: int = 32,
     spill_dir: str | None = None,
 ) -> VideoFeatures:

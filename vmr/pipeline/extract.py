@@ -68,9 +68,10 @@ log = logging.getLogger(__name__)
 CPU_BATCH_SIZE = 32  # frames per tower call on a CPU: larger batches gain nothing there and delay the first write
 GPU_BATCH_SIZE = 256  # frames per tower call on a GPU
 # Memory a decode task declares to Ray (bytes), on top of one output block (block_mb): its imports (torch, decord,
-# open_clip: about 0.75 GiB RSS) and the decoding (1080p: about 0.3-0.4 GiB for decord's index, the decoder and one
-# chunk of frames; benchmarks/extract.py measures it on 3- and 90-minute videos).
-DECODE_MEMORY_BASE = 1024 * 1024 * 1024
+# open_clip: about 0.75 GiB RSS) and the decoding, which at 1080p grows with the chunk (decord's batch buffers:
+# about +0.4 GiB with chunk 4, +1.5 GiB with chunk 16) but not with the video's length (benchmarks/extract.py measures
+# it on 3- and 90-minute 1080p videos).
+DECODE_MEMORY_BASE = 1536 * 1024 * 1024
 _FORWARDED_ENV = (
     "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
     "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE",
@@ -84,7 +85,8 @@ class ExtractConfig:
     ``out``: the feature store URI. ``fps``: samples per second. ``batch_size``: frames per CLIP call (None: 256 on a
     GPU, 32 on a CPU). ``num_gpus``: GPUs per CLIP actor (None: 1 when the cluster has GPUs, else 0 = CPU).
     ``max_actors``: the actor pool's upper size (None: one per GPU, or half the CPUs). ``cpus_per_actor``: CPU slots
-    (and torch threads) of each CLIP actor. ``chunk``: frames decoded at a time. ``block_mb``: Ray Data's block size
+    (and torch threads) of each CLIP actor. ``chunk``: frames decoded at a time (decoding memory
+    grows with it at high resolutions, speed does not). ``block_mb``: Ray Data's block size
     for frame rows (a decode task holds at most about one block of output). ``spill_dir``: where decode tasks spill
     remote videos (None: each worker's temporary folder); it needs room for the largest video per decode task."""
 
@@ -97,7 +99,7 @@ class ExtractConfig:
     num_gpus: float | None = None
     max_actors: int | None = None
     cpus_per_actor: float = 1.0
-    chunk: int = 16
+    chunk: int = 4
     block_mb: int = 32
     spill_dir: str | None = None
     seed: int = 0
