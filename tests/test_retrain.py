@@ -8,10 +8,10 @@ registry.
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
+import yaml
 
 from vmr import storage
 from vmr.demo_data import render_demo_archive
@@ -167,3 +167,129 @@ def test_ledger_round_trips_and_refuses_a_newer_version(tmp_path):
     (tmp_path / "ledger.json").write_text(json.dumps({"version": 99}))
     with pytest.raises(InputError, match="newer vmr"):
         Ledger.load(str(tmp_path))
+
+
+# ---- rounds of new footage, end to end -------------------------------------------------------------------------------
+
+RETRAIN_FINETUNE_YAML = """
+data:
+  stream: {max_target: 32, max_query: 8, actors: 1}
+train: {epochs: 2, batch_size: 8, torch_threads: 1, plot_items: 0}
+trainer: {num_workers: 1, num_to_keep: 2, max_failures: 1, score_attribute: val/mIoU}
+"""
+
+
+def _champion(tmp_path, tracking_uri: str) -> str:
+    """A tiny random MATR on ViT-S-32 features, registered as vmr-matr with the alias champion; its version."""
+    import torch
+    from mlflow import MlflowClient
+
+    from vmr.checkpoint import save_checkpoint
+    from vmr.models.matr import MATR, MATRConfig
+    from vmr.pipeline.tracking import Tracker
+
+    torch.manual_seed(0)
+    model = MATR(MATRConfig(in_dim=384, d_model=32, heads=2, ff_dim=64, enc_layers=1, dec_layers=1, queries=4))
+    ckpt = tmp_path / "champion0"
+    save_checkpoint(str(ckpt), model, ExtractSettings(model="ViT-S-32", pretrained="none", fps=0.5))
+    tracker = Tracker(tracking_uri, "vmr-bootstrap")
+    tracker.start_run("bootstrap", {})
+    version = tracker.log_model(str(ckpt), "vmr-matr").version
+    tracker.finish()
+    MlflowClient(tracking_uri=tracking_uri).set_registered_model_alias("vmr-matr", "champion", version)
+    return str(version)
+
+
+def _round(cluster, config, tmp_path, name, *overrides):
+    import subprocess
+    import sys
+
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "workflows" / "retrain.py"), "--config", str(config), *overrides,
+                        "--json"], env=cluster.env, cwd=str(root), capture_output=True, text=True, timeout=1500)
+    (tmp_path / f"{name}.log").write_text(r.stdout + r.stderr)
+    assert r.returncode == 0, (r.stdout[-5000:], r.stderr[-5000:])
+    line = [x for x in r.stdout.strip().splitlines() if x.startswith("{")][-1]
+    return json.loads(line), r.stdout
+
+
+@pytest.mark.slow
+def test_rounds_of_new_footage_finetune_the_champion_and_move_the_alias_only_when_better(private_ray_cluster,
+                                                                                          tmp_path):
+    from mlflow import MlflowClient
+
+    archive = render_demo_archive(str(tmp_path / "archive"), n_videos=6, seed=5, duration_range=(50, 60),
+                                  size=(96, 72), fps=4, length_range=(3, 6), max_instances=8)
+    wd = tmp_path / "wd"
+    tracking_uri = f"sqlite:///{wd / 'mlflow.db'}"
+    wd.mkdir()
+    v0 = _champion(tmp_path, tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    (tmp_path / "finetune.yaml").write_text(RETRAIN_FINETUNE_YAML)
+    store = FeatureStore(str(tmp_path / "store"))
+    config = tmp_path / "retrain.yaml"
+    config.write_text(yaml.safe_dump({
+        "incoming": str(tmp_path / "incoming"), "store": store.uri, "tracking_uri": tracking_uri,
+        "workdir": str(wd), "finetune_config": str(tmp_path / "finetune.yaml"), "extract": {"seed": 0},
+        "pairs": {"window_min": 20.0, "window_max": 40.0, "split_fractions": [0.5, 0.25, 0.25],
+                  "pairs_per_instance": 2}}))
+
+    def alias():
+        return str(client.get_model_version_by_alias("vmr-matr", "champion").version)
+
+    def retrain_runs():
+        exp = client.get_experiment_by_name("vmr-retrain")
+        return client.search_runs([exp.experiment_id], "tags.`vmr.workflow` = 'retrain'") if exp else []
+
+    def check_decision(res, before):
+        """The round's run holds both held-out scores on the same pairs and the decision they imply."""
+        run = client.get_run(res["run_id"])
+        m = run.data.metrics
+        assert m["champion/n"] == m["challenger/n"] == m["heldout/pairs"] > 0
+        assert m["champion/mIoU"] == pytest.approx(res["scores"]["champion"]["mIoU"])
+        assert m["challenger/mIoU"] == pytest.approx(res["scores"]["challenger"]["mIoU"])
+        better = res["scores"]["challenger"]["mIoU"] > res["scores"]["champion"]["mIoU"] + res_min_improvement[0]
+        challenger_version = res["challenger"].rsplit("/", 1)[-1]
+        assert res["status"] == ("promoted" if better else "kept") == run.data.tags["vmr.retrain.decision"]
+        assert alias() == (challenger_version if better else before)
+        assert run.data.tags["vmr.retrain.champion_before"] == f"models:/vmr-matr/{before}"
+        finetune = client.search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
+        assert len(finetune) == 1 and finetune[0].info.status == "FINISHED"  # the finetuning is the round's child
+        assert client.get_model_version("vmr-matr", challenger_version).run_id == finetune[0].info.run_id
+
+    res_min_improvement = [0.0]
+    # round 1: four new matches and their annotations; the store is empty
+    inc = _incoming(tmp_path, archive, ["match01", "match02", "match03", "match04"], name="round1.csv")
+    r1, out1 = _round(private_ray_cluster, config, tmp_path, "round1")
+    assert r1["status"] in ("promoted", "kept") and r1["round"] == 1
+    assert sorted(r1["new_videos"]) == ["match01", "match02", "match03", "match04"]
+    assert sorted(store.video_ids()) == ["match01", "match02", "match03", "match04"]
+    assert r1["champion"] == f"models:/vmr-matr/{v0}" and r1["pairs"]["train"] > 0
+    check_decision(r1, v0)
+    created = {v: store.entry(v)["created"] for v in store.video_ids()}
+
+    # round 2: nothing new -> nothing happens, and it says so
+    champion_before, versions_before, runs_before = alias(), len(client.search_model_versions("name='vmr-matr'")), \
+        len(retrain_runs())
+    r2, out2 = _round(private_ray_cluster, config, tmp_path, "round2")
+    assert r2["status"] == "nothing_new" and "nothing new under incoming/" in out2
+    assert alias() == champion_before and len(retrain_runs()) == runs_before
+    assert len(client.search_model_versions("name='vmr-matr'")) == versions_before
+
+    # round 3: two more matches; a challenger must now beat the champion by 1000 points, so the alias stays
+    _incoming(tmp_path, archive, ["match05", "match06"], name="round3.csv")
+    res_min_improvement[0] = 1000.0
+    r3, out3 = _round(private_ray_cluster, config, tmp_path, "round3", "min_improvement=1000")
+    assert r3["round"] == 2 and sorted(r3["new_videos"]) == ["match05", "match06"]
+    assert r3["new_files"] == [str(inc / "annotations" / "round3.csv")]
+    assert r3["status"] == "kept" and alias() == champion_before
+    check_decision(r3, champion_before)
+    assert r3["champion"] == f"models:/vmr-matr/{champion_before}"  # finetuned from the current champion
+    # only the new videos were extracted: the earlier ones kept their manifest entries
+    assert {v: store.entry(v)["created"] for v in created} == created
+    assert len(store) == 6
+    ledger = Ledger.load(str(tmp_path / "store" / "retrain"))
+    assert [r["status"] for r in ledger.rounds] == [r1["status"], "kept"]
+    assert len(ledger.files) == 2 and len(retrain_runs()) == runs_before + 1

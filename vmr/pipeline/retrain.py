@@ -31,9 +31,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
+import shutil
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Callable, Literal
 
 from vmr import storage
 from vmr.annotations.records import ActionInstance
@@ -309,3 +311,236 @@ def build_round_pairs(ledger: Ledger, new: NewAnnotations, replaced_files: set[s
     stats = dict(pairs.stats, new_instances=len(fresh), old_instances=len(old), train_pairs=len(train))
     return RoundPairs(train=train, val=list(pairs["val"]), heldout=list(pairs[cfg.eval_split]),
                       class_split=dict(pairs.stats["class_split"]), stats=stats)
+
+
+# ---- a round -------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RetrainResult:
+    """What a round did. ``status``: ``nothing_new`` (no run recorded), ``extracted`` (new videos, no new
+    annotations), ``no_training_pairs`` (the new annotations gave no train pair, e.g. only held-out classes),
+    ``promoted`` or ``kept`` (the champion alias moved to the challenger, or stayed). ``champion``/``challenger``:
+    ``models:/name/version``; ``scores``: ``{"champion": {...}, "challenger": {...}}`` held-out metrics (percent)."""
+
+    status: str
+    message: str
+    round: int = 0
+    run_id: str = ""
+    new_videos: list[str] = field(default_factory=list)
+    new_files: list[str] = field(default_factory=list)
+    champion: str = ""
+    challenger: str = ""
+    scores: dict = field(default_factory=dict)
+    metric: str = ""
+    pairs: dict = field(default_factory=dict)
+    tracking_uri: str = ""
+    seconds: float = 0.0
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def text(self) -> str:
+        lines = [self.message]
+        if self.scores:
+            for who in ("champion", "challenger"):
+                m = self.scores.get(who, {})
+                shown = "  ".join(f"{k} {v:.2f}" for k, v in m.items() if k not in ("n", "loss"))
+                lines.append(f"  {who:<10} {getattr(self, who)}: {shown}")
+        if self.run_id:
+            lines.append(f"  MLflow: run {self.run_id} (round {self.round}) at {self.tracking_uri}")
+        return "\n".join(lines)
+
+
+def _champion_version(client, name: str, alias: str):
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except Exception:  # noqa: BLE001 - MlflowException: no such model or alias
+        return None
+
+
+def _extract_settings(card):
+    """The extraction settings of the champion's features (new footage must be embedded the same way)."""
+    from vmr.store import EXTRACTOR_VERSION
+
+    f = card.features
+    if f.extractor_version != EXTRACTOR_VERSION:
+        raise InputError(f"the champion was trained on features of extractor version {f.extractor_version}, this "
+                         f"vmr extracts version {EXTRACTOR_VERSION}: new footage would not be comparable; retrain a "
+                         "champion on re-extracted features first")
+    return f
+
+
+def _heldout_loader(specs: list, store, wcfg):
+    from vmr.datasets import SpecDataset, make_loader
+
+    st = wcfg.data.stream
+    ds = SpecDataset(specs, store, max_target=st.max_target, max_query=st.max_query, crop=st.crop, seed=st.seed)
+    return make_loader(ds, wcfg.train.eval_batch_size or wcfg.train.batch_size)
+
+
+def _model_overrides(card) -> list[str]:
+    """Overrides that make the finetuning model the champion's architecture (its card's config)."""
+    from vmr.pipeline.tune import overrides_of
+
+    return [f"model.kind={card.kind}", *overrides_of({f"model.{card.kind}.{k}": v for k, v in card.config.items()})]
+
+
+def run_retrain(cfg: RetrainConfig, *, announce: Callable[[str], None] = print) -> RetrainResult:
+    """One retraining round (see the module docstring). Raises :class:`InputError` for bad input (no champion, bad
+    annotation rows with ``on_annotation_error=fail``, no held-out pairs); nothing is consumed then."""
+    from vmr.store import FeatureStore
+
+    began = time.perf_counter()
+    cfg.validate()
+    store = FeatureStore(cfg.store)
+    ledger = Ledger.load(cfg.state_uri)
+    plan = plan_round(cfg, ledger, store)
+    if plan.nothing_new:
+        return RetrainResult(status="nothing_new", message=plan.describe(), seconds=time.perf_counter() - began)
+    announce(plan.describe())
+
+    from vmr.checkpoint import check_features, load_model
+    from vmr.config import to_dict
+    from vmr.pipeline.tracking import Tracker, download_model, resolve_tracking_uri
+
+    tracking_uri = resolve_tracking_uri(cfg.tracking_uri, cfg.workdir)
+    tracker = Tracker(tracking_uri, cfg.experiment)
+    champ = _champion_version(tracker.client, cfg.model_name, cfg.champion_alias)
+    if champ is None:
+        raise InputError(f"no version of {cfg.model_name!r} has the alias {cfg.champion_alias!r} in MLflow at "
+                         f"{tracking_uri}: register a model (vmr finetune) and set the alias, e.g. MlflowClient()"
+                         f".set_registered_model_alias({cfg.model_name!r}, {cfg.champion_alias!r}, <version>)")
+    champion_uri = f"models:/{cfg.model_name}/{champ.version}"
+    scratch = os.path.join(os.path.abspath(cfg.workdir), "champion")
+    shutil.rmtree(scratch, ignore_errors=True)
+    champion_model, card = load_model(download_model(champion_uri, scratch, tracking_uri))
+    features = _extract_settings(card)
+    if len(store):
+        check_features(card, store)
+    announce(f"champion: {champion_uri} ({card.kind}, features {features.describe()})")
+
+    # 1. new footage -> features (videos already current are skipped by the extractor)
+    round_no = len(ledger.rounds) + 1
+    jobs = {j.uri: j for j in plan.new_videos}
+    if plan.new_videos:
+        from vmr.pipeline.extract import ExtractConfig, run_extract
+
+        ec = ExtractConfig(videos=cfg.videos_uri, out=cfg.store, fps=features.fps, model=features.model,
+                           pretrained=features.pretrained, batch_size=cfg.extract.batch_size,
+                           num_gpus=cfg.extract.num_gpus, max_actors=cfg.extract.max_actors, seed=cfg.extract.seed)
+        summary = run_extract(ec, announce=lambda s: announce("  " + s))
+        announce("features: " + summary.text().replace("\n", "\n  "))
+        from vmr.extraction import is_input_failure
+
+        for f in summary.failed:
+            if is_input_failure(f) and f["uri"] in jobs:
+                ledger.bad_videos[f["uri"]] = {"etag": jobs[f["uri"]].etag, "reason": f["reason"]}
+
+    # 2. new annotations -> pairs over everything seen, the new ones to train on
+    new = read_new_annotations(plan.new_files, store, cfg.on_annotation_error)
+    replaced = {f.uri for f in plan.new_files if f.uri in ledger.files}
+    record = {"round": round_no, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "new_videos": sorted(j.video_id for j in plan.new_videos), "new_files": [f.uri for f in plan.new_files],
+              "new_instances": len(new.instances), "skipped_rows": len(new.skipped)}
+    pairs = None
+    if plan.new_files:
+        pairs = build_round_pairs(ledger, new, replaced, store, cfg)
+        if not pairs.heldout:
+            raise InputError(f"no {cfg.eval_split} pairs to compare challenger and champion on: the annotations have "
+                             f"too few classes for class-disjoint splits (pairs.split_fractions) or no target window "
+                             f"fits (pairs.window_min/max); nothing was consumed")
+        by_split = {s: sorted(c for c, v in pairs.class_split.items() if v == s) for s in ("train", "val", "test")}
+        announce(f"pairs: {len(pairs.train)} to train on ({cfg.train_on}), {len(pairs.val)} val, "
+                 f"{len(pairs.heldout)} held-out ({cfg.eval_split}); classes: {by_split}")
+
+    round_name = f"retrain-round-{round_no:04d}"
+    tracker.start_run(round_name, to_dict(cfg), tags={"vmr.workflow": "retrain", "vmr.round": round_no,
+                                                      "vmr.retrain.champion_before": champion_uri})
+    tracker.log_text(json.dumps({**record, "skipped": new.skipped}, indent=1), "round.json")
+    result = RetrainResult(status="", message="", round=round_no, run_id=tracker.run_id,
+                           new_videos=record["new_videos"], new_files=record["new_files"], champion=champion_uri,
+                           metric=cfg.metric, tracking_uri=tracking_uri,
+                           pairs={s: len(getattr(pairs, s)) for s in ("train", "val", "heldout")} if pairs else {})
+    if pairs is None or not pairs.train:
+        result.status = "extracted" if pairs is None else "no_training_pairs"
+        result.message = (f"round {round_no}: {len(plan.new_videos)} new videos extracted, no new annotations: "
+                          "nothing to train on" if pairs is None else
+                          f"round {round_no}: the new annotations gave no train pairs (their classes are "
+                          f"{cfg.eval_split}/val classes): the champion stays")
+    else:
+        _finetune_and_decide(cfg, store, pairs, card, champion_model, champ, tracker, round_name, tracking_uri,
+                             result, announce)
+    tracker.set_tags({"vmr.retrain.decision": result.status, "vmr.retrain.champion_after": (
+        result.challenger if result.status == "promoted" else champion_uri)})
+    tracker.finish("FINISHED")
+
+    # 3. the ledger, last: a round killed before this point is redone by the next run
+    for f in plan.new_files:
+        ledger.files[f.uri] = f.etag
+    ledger.instances = [r for r in ledger.instances if r.get("file") not in replaced] + new.instances
+    if pairs is not None:
+        ledger.class_split = dict(pairs.class_split)
+    ledger.rounds.append({**record, "status": result.status, "run_id": tracker.run_id, "champion": champion_uri,
+                          "challenger": result.challenger, "scores": result.scores})
+    ledger.save(cfg.state_uri)
+    result.seconds = time.perf_counter() - began
+    return result
+
+
+def _finetune_and_decide(cfg, store, pairs, card, champion_model, champ, tracker, round_name, tracking_uri, result,
+                         announce) -> None:
+    """Finetune the champion on the round's pairs (the finetune workflow, as an MLflow child of the round's run),
+    score champion and challenger on the same held-out pairs, and move the alias if the challenger is better."""
+    from vmr.checkpoint import load_model
+    from vmr.pipeline.tracking import Tracker
+    from vmr.pipeline.workflow import resolve_config, run_workflow
+    from vmr.training import evaluate, prefixed
+
+    workdir = os.path.abspath(cfg.workdir)
+    f = card.features
+    overrides = [*cfg.finetune_overrides, *_model_overrides(card),
+                 f"init_from={result.champion}", f"run_name={round_name}-finetune", f"data.workdir={workdir}",
+                 f"data.features.store={store.uri}", "data.features.extract=false", f"data.features.model={f.model}",
+                 f"data.features.pretrained={f.pretrained}", f"data.features.fps={f.fps}",
+                 f"tracking.tracking_uri={tracking_uri}", f"tracking.experiment={cfg.experiment}",
+                 f"tracking.register_as={cfg.model_name}"]
+    files = [cfg.finetune_config] if cfg.finetune_config else None
+    wcfg, _ = resolve_config("finetune", files, overrides)
+    # the child run exists before the workflow starts it, so the workflow continues it (runs are found by name)
+    Tracker(tracking_uri, cfg.experiment).start_run(f"{round_name}-finetune", {}, tags={
+        "mlflow.parentRunId": tracker.run_id, "vmr.round": result.round})
+    out = run_workflow("finetune", wcfg, specs={"train": pairs.train, "val": pairs.val},
+                       announce=lambda s: announce("  " + s))
+    if not out.registered or not out.best_checkpoint:
+        raise InputError(f"finetuning produced no registered model ({out.run_dir})")
+    result.challenger = out.registered
+    challenger_version = out.registered.rsplit("/", 1)[-1]
+
+    loader = _heldout_loader(pairs.heldout, store, wcfg)
+    challenger_model, _ = load_model(out.best_checkpoint)
+    scores = {}
+    for who, model in (("champion", champion_model), ("challenger", challenger_model)):
+        scores[who] = evaluate(model, loader, card.task, top_k=wcfg.train.eval_top_k).metrics
+        tracker.log_metrics(prefixed(scores[who], who), step=result.round)
+    result.scores = scores
+    if cfg.metric not in scores["champion"]:
+        raise InputError(f"metric {cfg.metric!r} is not one of the held-out metrics {sorted(scores['champion'])}")
+    a, b = scores["champion"][cfg.metric], scores["challenger"][cfg.metric]
+    better = b > a + cfg.min_improvement
+    client = tracker.client
+    for version, who in ((champ.version, "champion"), (challenger_version, "challenger")):
+        client.set_model_version_tag(cfg.model_name, str(version), f"vmr.retrain.round{result.round}.{cfg.metric}",
+                                     f"{scores[who][cfg.metric]:.4f}")
+    if better:
+        client.set_registered_model_alias(cfg.model_name, cfg.champion_alias, challenger_version)
+        result.status = "promoted"
+        result.message = (f"round {result.round}: challenger {result.challenger} beats champion {result.champion} on "
+                          f"{len(pairs.heldout)} held-out pairs ({cfg.metric} {b:.2f} vs {a:.2f}): "
+                          f"@{cfg.champion_alias} moved to version {challenger_version}")
+    else:
+        result.status = "kept"
+        result.message = (f"round {result.round}: challenger {result.challenger} does not beat champion "
+                          f"{result.champion} by more than {cfg.min_improvement:g} on {len(pairs.heldout)} held-out "
+                          f"pairs ({cfg.metric} {b:.2f} vs {a:.2f}): @{cfg.champion_alias} stays")
+    tracker.log_metrics({"heldout/pairs": len(pairs.heldout), "promoted": float(better)}, step=result.round)
