@@ -469,8 +469,12 @@ def run_retrain(cfg: RetrainConfig, *, announce: Callable[[str], None] = print) 
                           f"round {round_no}: the new annotations gave no train pairs (their classes are "
                           f"{cfg.eval_split}/val classes): the champion stays")
     else:
-        _finetune_and_decide(cfg, store, pairs, card, champion_model, champ, tracker, round_name, tracking_uri,
-                             result, announce)
+        try:
+            _finetune_and_decide(cfg, store, pairs, card, champion_model, champ, tracker, round_name, tracking_uri,
+                                 result, announce)
+        except BaseException:
+            tracker.finish("FAILED")  # nothing is consumed: the next run redoes the round (and resumes its training)
+            raise
     tracker.set_tags({"vmr.retrain.decision": result.status, "vmr.retrain.champion_after": (
         result.challenger if result.status == "promoted" else champion_uri)})
     tracker.finish("FINISHED")
