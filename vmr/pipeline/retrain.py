@@ -24,7 +24,30 @@ The ledger (``{state}/ledger.json``, ``state`` defaulting to ``{store}/retrain``
 annotation files consumed (URI -> etag), their instances (so the annotations survive incoming/ being emptied), the
 class -> split assignment (classes never move between splits, so the held-out split stays held out across rounds), the
 videos that failed as bad input, and one line per round. It is written once, atomically, at the end of a round, so a
-round killed midway is redone from the start by the next run (extraction skips the videos it already wrote).
+round killed midway is redone from the start by the next run (extraction skips the videos it already wrote, and the
+round's finetuning run, found by name, continues from its checkpoints).
+
+A round (:func:`run_retrain`)::
+
+    plan         incoming/ vs manifest and ledger; nothing new -> return "nothing_new" (no MLflow run, no change)
+    champion     the version the registry's alias names (models:/{model_name}@{champion_alias}), pinned by number
+    extract      vmr.pipeline.extract over incoming/videos with the champion's feature settings (CLIP model, weights,
+                 fps): only videos without a current manifest entry are decoded
+    pairs        build_match_pairs over every instance seen so far, classes pinned to their earlier splits
+    finetune     the finetune workflow from the champion's weights and architecture on the train pairs of the new
+                 instances (val pairs for checkpoint selection); an MLflow child run of the round's run; the best
+                 checkpoint is registered as a new version (the challenger) whatever the outcome
+    decide       champion and challenger scored with vmr.training.evaluate on the same held-out pairs; the alias moves
+                 to the challenger only if it beats the champion on ``metric`` by more than ``min_improvement``
+    record       both scores (champion/*, challenger/*), the decision (tag vmr.retrain.decision), round.json; then
+                 the ledger
+
+Choices where the issue is silent: the held-out split is the ``test`` split of the class-disjoint pairs (classes
+never trained on, the same classes every round, growing as footage arrives); finetuning uses the pairs whose query
+is a new instance (``train_on: all`` for everything seen); a round whose new annotations give no train pair (only
+held-out or val classes) records itself and keeps the champion; rounds are numbered by the ledger, so "nothing new"
+runs do not count; the extractor lists all of incoming/videos, so a known-bad video is tried again when a round runs
+for other new footage (it is only not *new* by itself).
 """
 from __future__ import annotations
 
