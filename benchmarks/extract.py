@@ -5,8 +5,11 @@ this one run, so the ratios compare like with like on a noisy, shared machine.
    actor -> feature store) against the bare CLIP image tower (``ClipEncoder.encode_images`` on already preprocessed
    tensors) on the same device, batch size and torch threads as the pipeline's actor (ViT-B-32, random weights).
    Excluded from the pipeline's time: Ray start-up and the driver's one-off weights check (done before the clock
-   starts). Reported twice: end to end (listing to the last write, the actor's model load included) and steady state
-   (from the first embedded batch the driver receives to the last: the start-up fill excluded).
+   starts). Reported end to end (listing to the last write, the actor's model load included) and in steady state
+   (from the first embedded block the driver receives to the last: the start-up fill excluded; coarse, as blocks
+   arrive every ~50 frames). The machine is shared, so wall-clock ratios depend on the CPU share each process gets;
+   the CPU-time ratio (bare tower CPU seconds per frame / the CLIP actor's, sampled with psutil over the Ray
+   processes, its start-up subtracted) is the throughput ratio each would reach on a dedicated core.
 2. Where the preprocessing goes: per-frame cost of decode, preprocess and tower (1 thread each), and bytes per frame
    before/after preprocessing (what would cross the object store if the actor preprocessed).
 3. Sampled decoding (only the frames nearest each sample time) against decoding every frame, same files, same decord.
@@ -26,10 +29,12 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 VIDEOS = ROOT.parent / "shared" / "data" / "videos"
@@ -44,20 +49,65 @@ def log(msg: str) -> None:
 
 
 # -- 1. pipeline vs bare tower --------------------------------------------------------------------------------------
-def bare_tower(encoder, pixels: np.ndarray, batch_size: int, threads: int, seconds: float) -> float:
-    """Frames/s of encode_images on preprocessed pixels, cycling through them for at least ``seconds``."""
+def bare_tower(encoder, pixels: np.ndarray, batch_size: int, threads: int, seconds: float) -> tuple[float, float]:
+    """(frames/s, CPU seconds per frame) of encode_images on preprocessed pixels, cycling through them for at least
+    ``seconds``. With one thread the tower runs in the calling thread, so its thread CPU time is the tower's."""
     import torch
 
     torch.set_num_threads(threads)
     x = torch.from_numpy(pixels)
     encoder.encode_images(x[:batch_size])  # warm-up
-    n, t0 = 0, time.perf_counter()
+    n, t0, c0 = 0, time.perf_counter(), time.thread_time() if threads == 1 else time.process_time()
     while True:
         for i in range(0, len(x) - batch_size + 1, batch_size):
             encoder.encode_images(x[i:i + batch_size])
             n += batch_size
         if time.perf_counter() - t0 >= seconds:
-            return n / (time.perf_counter() - t0)
+            cpu = (time.thread_time() if threads == 1 else time.process_time()) - c0
+            return n / (time.perf_counter() - t0), cpu / n
+
+
+class CpuSampler(threading.Thread):
+    """Samples the CPU seconds (user + system) of every process below this one (the local Ray cluster: the CLIP
+    actor, the decode workers, Ray's own daemons) every ``period`` seconds, by process title."""
+
+    def __init__(self, period: float = 0.25):
+        super().__init__(daemon=True)
+        self.period, self.samples, self.halt = period, [], threading.Event()
+
+    def snapshot(self) -> dict[int, tuple[str, float]]:
+        out = {}
+        for p in psutil.Process().children(recursive=True):
+            try:
+                t = p.cpu_times()
+                out[p.pid] = (" ".join(p.cmdline())[:80], t.user + t.system)
+            except psutil.Error:
+                pass
+        return out
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            self.samples.append((time.perf_counter(), self.snapshot()))
+            self.halt.wait(self.period)
+
+    def cpu(self, title: str, start: float, end: float) -> float:
+        """CPU seconds spent between ``start`` and ``end`` by processes whose title ever contained ``title`` (a Ray
+        worker's title names the task it runs, and IDLE between tasks)."""
+        def at(t):
+            return min(self.samples, key=lambda s: abs(s[0] - t))[1]
+        pids = {pid for _, snap in self.samples for pid, (name, _) in snap.items() if title in name}  # titles change
+        a, b = at(start), at(end)
+        return sum(c - a.get(pid, ("", 0.0))[1] for pid, (_, c) in b.items() if pid in pids)
+
+
+def actor_start_cpu(model: str) -> float:
+    """CPU seconds a fresh process spends importing vmr/torch/open_clip and building the CLIP model (1 thread): what
+    the actor spends before its first batch, subtracted from its CPU time."""
+    code = ("import time, torch; torch.set_num_threads(1); t = time.process_time(); "
+            "from vmr.clip_encoder import ClipEncoder; ClipEncoder(%r, 'none', device='cpu'); "
+            "print(time.process_time() - t)" % model)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    return float(out.stdout.strip().splitlines()[-1])
 
 
 def pipeline(videos: list[Path], fps: float, batch_size: int, model: str) -> dict:
@@ -73,13 +123,25 @@ def pipeline(videos: list[Path], fps: float, batch_size: int, model: str) -> dic
         stamps: list[tuple[float, int]] = []
         cfg = ExtractConfig(videos=str(src), out=str(Path(tmp) / "store"), fps=fps, model=model, pretrained="none",
                             batch_size=batch_size)
+        sampler = CpuSampler()
+        sampler.start()
+        t_start = time.perf_counter()
         summary = run_extract(cfg, announce=lambda s: None, on_batch=lambda n: stamps.append((time.perf_counter(), n)))
+        t_end = time.perf_counter()
+        time.sleep(0.5)
+        sampler.halt.set()
+        sampler.join()
     if summary.failed:
         raise RuntimeError(f"pipeline failures: {summary.failed}")
     (t_first, n_first), (t_last, _) = stamps[0], stamps[-1]
-    steady = (summary.frames - n_first) / (t_last - t_first) if t_last > t_first else float("nan")
+    steady_frames = summary.frames - n_first
+    steady = steady_frames / (t_last - t_first) if t_last > t_first else float("nan")
     return {"frames": summary.frames, "seconds": summary.seconds, "end_to_end_fps": summary.frames_per_second,
-            "steady_fps": steady, "batches": len(stamps)}
+            "steady_fps": steady, "batches": len(stamps),
+            # CPU seconds per frame over the whole run; the actor's without its start (imports + model construction)
+            "actor_cpu": (sampler.cpu("ClipActor", t_start, t_end) - actor_start_cpu(model)) / summary.frames,
+            "decode_cpu": sampler.cpu("decode_videos", t_start, t_end) / summary.frames,
+            "all_cpu": (sampler.cpu("", t_start, t_end)) / summary.frames}
 
 
 # -- 2. preprocessing placement ------------------------------------------------------------------------------------
@@ -244,17 +306,23 @@ def main() -> int:
 
     log(f"\n[1] bare tower vs pipeline, batch {args.batch_size}, {threads} thread(s)")
     pixels = np.concatenate([c["pixels"]] * max(1, -(-2 * args.batch_size // len(c["pixels"]))))
-    bare = bare_tower(encoder, pixels, args.batch_size, threads, seconds=20)
-    log(f"  bare tower: {bare:.2f} frames/s")
+    bare, bare_cpu = bare_tower(encoder, pixels, args.batch_size, threads, seconds=20)
+    log(f"  bare tower: {bare:.2f} frames/s, {bare_cpu * 1e3:.0f} ms CPU per frame")
     p = pipeline([VIDEOS / v for v in PIPELINE_VIDEOS], args.fps, args.batch_size, args.model)
-    bare_after = bare_tower(encoder, pixels, args.batch_size, threads, seconds=20)
-    bare_mean = (bare + bare_after) / 2
+    bare_after, bare_cpu_after = bare_tower(encoder, pixels, args.batch_size, threads, seconds=20)
+    bare_mean, bare_cpu_mean = (bare + bare_after) / 2, (bare_cpu + bare_cpu_after) / 2
     log(f"  pipeline: {p['frames']} frames in {p['seconds']:.1f} s end to end = {p['end_to_end_fps']:.2f} frames/s; "
         f"steady state {p['steady_fps']:.2f} frames/s over {p['batches']} batches")
-    log(f"  bare tower again: {bare_after:.2f} frames/s (mean of both {bare_mean:.2f})")
-    log(f"  RATIO pipeline/bare tower: steady state {p['steady_fps'] / bare_mean:.2f}, "
-        f"end to end {p['end_to_end_fps'] / bare_mean:.2f}  (goal >= 0.9)")
-    bare2 = bare_tower(encoder, pixels, args.batch_size, min(2, os.cpu_count() or 1), seconds=20)
+    log(f"  bare tower again: {bare_after:.2f} frames/s, {bare_cpu_after * 1e3:.0f} ms CPU per frame "
+        f"(mean of both {bare_mean:.2f} frames/s, {bare_cpu_mean * 1e3:.0f} ms)")
+    log(f"  RATIO pipeline/bare tower, wall clock: steady state {p['steady_fps'] / bare_mean:.2f}, "
+        f"end to end {p['end_to_end_fps'] / bare_mean:.2f}  (goal >= 0.9; CPU share under contention varies)")
+    log(f"  CPU per frame: CLIP actor {p['actor_cpu'] * 1e3:.0f} ms (its start-up subtracted), decode tasks "
+        f"{p['decode_cpu'] * 1e3:.0f} ms, every Ray process together {p['all_cpu'] * 1e3:.0f} ms")
+    log(f"  RATIO pipeline/bare tower, CPU time (throughput each reaches on a dedicated core): "
+        f"{bare_cpu_mean / p['actor_cpu']:.2f}; decode/actor CPU {p['decode_cpu'] / p['actor_cpu']:.2f} "
+        f"(< 1: one decode slot keeps the actor fed)")
+    bare2, _ = bare_tower(encoder, pixels, args.batch_size, min(2, os.cpu_count() or 1), seconds=20)
     log(f"  for context, bare tower on {min(2, os.cpu_count() or 1)} threads: {bare2:.2f} frames/s")
 
     log("\n[3] sampled decoding vs decoding every frame (same decord)")

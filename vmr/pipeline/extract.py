@@ -67,11 +67,11 @@ log = logging.getLogger(__name__)
 
 CPU_BATCH_SIZE = 32  # frames per tower call on a CPU: larger batches gain nothing there and delay the first write
 GPU_BATCH_SIZE = 256  # frames per tower call on a GPU
-# Memory a decode task declares to Ray (bytes), on top of one output block (block_mb): its imports (torch, decord,
-# open_clip: about 0.75 GiB RSS) and the decoding, which at 1080p grows with the chunk (decord's batch buffers:
-# about +0.4 GiB with chunk 4, +1.5 GiB with chunk 16) but not with the video's length (benchmarks/extract.py measures
-# it on 3- and 90-minute 1080p videos).
-DECODE_MEMORY_BASE = 1536 * 1024 * 1024
+# Memory a decode task declares to Ray (bytes), on top of one output block (block_mb). Measured by
+# benchmarks/extract.py at 1080p, chunk 4: 0.74 GiB of imports (torch, decord, open_clip) + 0.44 GiB decoding a
+# 3-minute file, + 0.64 GiB a 90-minute one (decord's frame index grows by about 1.5 KiB per frame; the file's 3.8 GiB
+# never enter memory). Chunk 16 would add about 0.45 GiB of decord batch buffers.
+DECODE_MEMORY_BASE = 2048 * 1024 * 1024
 _FORWARDED_ENV = (
     "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
     "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE",
