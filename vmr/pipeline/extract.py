@@ -62,6 +62,7 @@ from vmr.extraction import (
     spilled,
 )
 from vmr.store import ExtractSettings, FeatureStore
+from vmr.video import DecodeError, probe
 
 log = logging.getLogger(__name__)
 
@@ -231,8 +232,6 @@ def decode_videos(batch: dict, fps: float, preprocess_cfg: dict, chunk: int, spi
         emitted = 0
         try:
             with spilled(job.uri, spill_dir) as path:
-                from vmr.video import probe
-
                 duration = probe(path).duration
                 held = None
                 for ts, pixels in iter_pixel_chunks(path, fps, preprocess, chunk=chunk):
@@ -241,8 +240,6 @@ def decode_videos(batch: dict, fps: float, preprocess_cfg: dict, chunk: int, spi
                         emitted += len(held[0])
                     held = (ts, pixels)
                 if held is None:
-                    from vmr.video import DecodeError
-
                     raise DecodeError(job.uri, "shorter than one sample", "no frame was sampled")
                 yield _frame_rows(job, emitted, *held, last=True, duration=duration)
         except Exception as e:  # noqa: BLE001 - every failure becomes a record; the other videos go on
