@@ -293,3 +293,22 @@ def test_rounds_of_new_footage_finetune_the_champion_and_move_the_alias_only_whe
     ledger = Ledger.load(str(tmp_path / "store" / "retrain"))
     assert [r["status"] for r in ledger.rounds] == [r1["status"], "kept"]
     assert len(ledger.files) == 2 and len(retrain_runs()) == runs_before + 1
+
+
+def test_cli_round_with_nothing_new_says_so_and_exits_0(tmp_path, capsys):
+    from vmr.cli import main
+
+    (tmp_path / "incoming" / "videos").mkdir(parents=True)
+    code = main(["retrain", f"incoming={tmp_path / 'incoming'}", f"store={tmp_path / 'store'}", "--json"])
+    out = capsys.readouterr().out
+    assert code == 0 and "nothing new under incoming/" in out
+    assert json.loads(out.strip().splitlines()[-1])["status"] == "nothing_new"
+
+
+def test_cli_mistakes_end_with_one_line_and_exit_2(tmp_path, capsys):
+    from vmr.cli import main
+
+    assert main(["retrain", f"store={tmp_path}"]) == 2
+    assert "incoming is required" in capsys.readouterr().err
+    assert main(["retrain", f"incoming={tmp_path}", f"store={tmp_path}", "train_on=everything"]) == 2
+    assert "train_on" in capsys.readouterr().err

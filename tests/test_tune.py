@@ -186,3 +186,14 @@ def test_a_killed_driver_is_restarted_and_the_sweep_resumes(private_ray_cluster,
     run = ckpt.parent.name
     assert f"resuming {run} from" in output or f"{run}: all 2 epochs are done already" in output
     assert result["registered"]
+
+
+def test_cli_refuses_a_misspelt_search_key_before_starting_anything(tmp_path, capsys):
+    from vmr.cli import main
+
+    cfg = tmp_path / "tune.yaml"
+    cfg.write_text("search_space:\n  matr:\n    model.matr.gama: {loguniform: [0.01, 1.0]}\n")
+    assert main(["tune", "--config", str(cfg), f"storage_path={tmp_path / 'tune'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "search_space key 'model.matr.gama'" in err
+    assert not (tmp_path / "tune").exists()
