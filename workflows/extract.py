@@ -5,26 +5,12 @@ The same options and code as ``vmr extract`` (vmr/commands/extract.py); Ray is r
 """
 from __future__ import annotations
 
-import argparse
 import sys
+from pathlib import Path
 
-from vmr.commands import extract as command
-from vmr.errors import VmrError
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the vmr source next to this file (--working-dir .)
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="workflows/extract.py", description=command.__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    from vmr.pipeline.extract import add_arguments
-
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return command.run(args)
-    except VmrError as e:
-        print(f"workflows/extract.py: error: {e}", file=sys.stderr)
-        return 2
-
+from vmr.cli import main  # noqa: E402  (one CLI: the same parser, errors and exit codes as `vmr extract`)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["extract", *sys.argv[1:]]))

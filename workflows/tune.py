@@ -6,27 +6,12 @@ workflows/tune.py`` sweeps the embedded demo on a local Ray. A driver that dies 
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the vmr source next to this file (ray job submit)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the vmr source next to this file (--working-dir .)
 
-from vmr.commands import tune as command  # noqa: E402
-from vmr.errors import VmrError  # noqa: E402
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="workflows/tune.py", description=command.__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    command.add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return command.main_from_args(args)
-    except VmrError as e:
-        print(f"workflows/tune.py: error: {e}", file=sys.stderr)
-        return 2
-
+from vmr.cli import main  # noqa: E402  (one CLI: the same parser, errors and exit codes as `vmr tune`)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["tune", *sys.argv[1:]]))
