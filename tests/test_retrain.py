@@ -293,6 +293,7 @@ def test_rounds_of_new_footage_finetune_the_champion_and_move_the_alias_only_whe
     ledger = Ledger.load(str(tmp_path / "store" / "retrain"))
     assert [r["status"] for r in ledger.rounds] == [r1["status"], "kept"]
     assert len(ledger.files) == 2 and len(retrain_runs()) == runs_before + 1
+    assert not (wd / "demo").exists()  # the finetuning used the incoming footage's features, nothing else
 
 
 def test_cli_round_with_nothing_new_says_so_and_exits_0(tmp_path, capsys):

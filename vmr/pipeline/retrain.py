@@ -528,6 +528,7 @@ def _finetune_and_decide(cfg, store, pairs, card, champion_model, champ, tracker
     f = card.features
     overrides = [*cfg.finetune_overrides, *_model_overrides(card),
                  f"init_from={result.champion}", f"run_name={round_name}-finetune", f"data.workdir={workdir}",
+                 f"data.videos={cfg.videos_uri}",  # the footage is ours (an empty one means the demo archive)
                  f"data.features.store={store.uri}", "data.features.extract=false", f"data.features.model={f.model}",
                  f"data.features.pretrained={f.pretrained}", f"data.features.fps={f.fps}",
                  f"tracking.tracking_uri={tracking_uri}", f"tracking.experiment={cfg.experiment}",
