@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +19,8 @@ from vmr.pipeline.workflow import TrainingError, resolve_config, run_workflow
 from vmr.store import FeatureStore
 
 pytestmark = pytest.mark.slow
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 TINY = [
     "data.demo.n_videos=6", "data.demo.duration_range=[50,60]", "data.demo.size=[160,120]",
@@ -193,3 +196,53 @@ def test_params_have_no_secrets():
                                  "tracking": {"password": "", "tracking_uri": "http://u:pw@host:5000"}})
     assert params == {"data.videos": "s3://user:***@minio:9000/v", "data.api_key": "***", "tracking.password": "",
                       "tracking.tracking_uri": "http://u:***@host:5000"}
+
+
+def test_text_finetuning_with_a2fa_end_to_end(pretrained, workdir):
+    """A2FA on QVHighlights-format text queries derived from the demo's match annotations (random CLIP text weights:
+    a plumbing check, not a quality result)."""
+    from vmr.annotations import load as load_annotations
+
+    cfg, files = resolve_config("finetune", [str(CONFIGS / "finetune_text.yaml")], TINY + [
+        f"data.workdir={workdir}", "run_name=text", "train.epochs=1", "model.a2fa.kernel_size=5",
+        "model.a2fa.cnn_channels=[4,4]", "model.a2fa.mlp_hidden=8"])
+    r = run_workflow("finetune", cfg, config_files=files)
+    assert r.init_from == "" and r.samples["train"] > 0 and r.samples["val"] > 0
+    rows = load_annotations(str(workdir / "text" / "text_train.jsonl"), "qvhighlights").records
+    assert rows and rows[0].sentence.startswith("a player performs a ")
+    client = _client(r.tracking_uri)
+    run = client.get_run(r.mlflow_run_id)
+    assert run.data.params["model.kind"] == "a2fa" and run.data.params["train.schedule"] == "warmup_cosine"
+    assert {"val/mAP", "val/R1-0.5", "train/mse"} <= set(run.data.metrics)
+    assert {"plots/val_moments.png", "plots/val_matrix_0.png"} <= _artifacts(client, r.mlflow_run_id)
+    assert r.registered == "models:/vmr-a2fa/1" and not r.baseline  # no cosine baseline for sentences
+    model, card = load_model("models:/vmr-a2fa/1", tracking_uri=r.tracking_uri)
+    assert card.kind == "a2fa" and card.task == "text" and card.config["kernel_size"] == 5
+
+
+def test_bad_commands_end_in_one_line():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    vmr = str(Path(sys.executable).parent / "vmr")
+    for args, msg in ((["pretrain", "train.nope=1"], "unknown config key(s) ['nope'] in train"),
+                      (["pretrain", "model.kind=a2fa"], "A2FA has none"),
+                      (["finetune", "--config", "/nonexistent.yaml"], "config file not found"),
+                      (["finetune", "epochs"], "expected key=value")):
+        p = subprocess.run([vmr, *args], capture_output=True, text=True, timeout=120)
+        assert p.returncode == 2 and msg in p.stderr, (args, p.stderr)
+        assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
+
+
+def test_every_config_file_resolves():
+    for workflow, files, kind in (("pretrain", None, "matr"), ("finetune", None, "matr"),
+                                  ("pretrain", [str(CONFIGS / "pretrain.yaml")], "matr"),
+                                  ("finetune", [str(CONFIGS / "finetune.yaml")], "matr"),
+                                  ("finetune", [str(CONFIGS / "finetune_text.yaml")], "a2fa")):
+        cfg, used = resolve_config(workflow, files, [])
+        assert cfg.model.kind == kind and used
+    paper, _ = resolve_config("finetune", [str(CONFIGS / "finetune.yaml")], ["trainer.num_workers=3"])
+    assert paper.model.matr.d_model == 1024 and paper.train.optimizer == "adamw" and paper.trainer.num_workers == 3
+    text, _ = resolve_config("finetune", [str(CONFIGS / "finetune_text.yaml")], [])
+    assert text.train.optimizer == "adam" and text.train.schedule == "warmup_cosine" and text.model.a2fa.top_k == 10
