@@ -208,3 +208,21 @@ def test_overfits_a_tiny_batch():
     # the decoder's crop (post-fusion alignment) found each query's true rows
     gt_rows = torch.tensor([[3, 9], [8, 14], [0, 5], [10, 17]])
     assert bool((temporal_iou(out["crop"].double(), gt_rows.double()) >= 0.7).all()), out["crop"].tolist()
+
+
+def test_a_component_shared_by_every_frame_does_not_change_the_prediction():
+    """Footage of one match shares a large common feature component (see ``center`` in vmr.models.matr): adding the
+    same vector to every target and query row must leave the predictions unchanged, and with ``center="none"`` (the
+    paper's literal input) it does not."""
+    rng = np.random.default_rng(3)
+    plain = clip_sample(rng, 20, (5, 11), name="plain")
+    shift = 3.0 * rng.normal(size=16)
+    shifted = Sample("shifted", "v", plain.target + shift, plain.target_times, plain.step, plain.query + shift,
+                     spans=plain.spans)
+    for center, same in (("target", True), ("none", False)):
+        torch.manual_seed(0)
+        model = MATR(small_config(center=center)).eval()
+        with torch.no_grad():
+            a, b = model(collate([plain])), model(collate([shifted]))
+        close = torch.allclose(a["fg_logits"], b["fg_logits"], atol=1e-4) and torch.equal(a["crop"], b["crop"])
+        assert close == same, center
