@@ -28,14 +28,9 @@ def resolve_retrain(args):
     from vmr.config import resolve
     from vmr.errors import ConfigError
     from vmr.pipeline.retrain import RetrainConfig
-    from vmr.pipeline.workflow import configs_dir
+    from vmr.pipeline.workflow import bundled_configs
 
-    files = list(args.config)
-    if not files:
-        d = configs_dir()
-        if d is None or not (d / "retrain.yaml").is_file():
-            raise ConfigError("configs/retrain.yaml was not found; run from the vmr source folder or pass --config")
-        files = [str(d / "retrain.yaml")]
+    files = list(args.config) or bundled_configs("retrain.yaml")
     bad = [o for o in args.overrides if "=" not in o]
     if bad:
         raise ConfigError(f"expected key=value overrides, got {bad}")

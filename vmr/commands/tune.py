@@ -33,14 +33,9 @@ def resolve_sweep(args):
     from vmr.config import resolve
     from vmr.errors import ConfigError
     from vmr.pipeline.tune import SweepConfig
-    from vmr.pipeline.workflow import configs_dir
+    from vmr.pipeline.workflow import bundled_configs
 
-    files = list(args.config)
-    if not files:
-        d = configs_dir()
-        if d is None or not (d / "tune.yaml").is_file():
-            raise ConfigError("configs/tune.yaml was not found; run from the vmr source folder or pass --config FILE")
-        files = [str(d / "tune.yaml")]
+    files = list(args.config) or bundled_configs("tune.yaml")
     bad = [o for o in [*args.overrides, *args.train_set] if "=" not in o]
     if bad:
         raise ConfigError(f"expected key=value overrides, got {bad}")

@@ -189,15 +189,19 @@ def configs_dir() -> Path | None:
     return None
 
 
+def bundled_configs(*names: str) -> list[str]:
+    """Paths of ``configs/{name}`` for each name (see :func:`configs_dir`); a clear error when any is missing."""
+    d = configs_dir()
+    if d is None or not all((d / n).is_file() for n in names):
+        raise ConfigError(f"{', '.join('configs/' + n for n in names)} not found; run from the vmr source folder or "
+                          "pass --config FILE")
+    return [str(d / n) for n in names]
+
+
 def default_config_files(workflow: str) -> list[str]:
     """The embedded demo's config files (used when no ``--config`` is given): ``configs/demo.yaml`` and
     ``configs/demo_{workflow}.yaml``."""
-    d = configs_dir()
-    names = ["demo.yaml", f"demo_{workflow}.yaml"]
-    if d is None or not all((d / n).is_file() for n in names):
-        raise ConfigError(f"the demo configs ({', '.join('configs/' + n for n in names)}) were not found; run from the "
-                          "vmr source folder or pass --config FILE")
-    return [str(d / n) for n in names]
+    return bundled_configs("demo.yaml", f"demo_{workflow}.yaml")
 
 
 def resolve_config(workflow: str, files: list[str] | None, overrides: list[str]) -> tuple[WorkflowConfig, list[str]]:
