@@ -14,7 +14,6 @@ exception while reading a video (the object store went away, a disk filled up) i
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass

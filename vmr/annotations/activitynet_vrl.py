@@ -23,7 +23,6 @@ Store ids are the ``id`` values, optionally under ``video_id_prefix`` (e.g. ``"v
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Mapping
 

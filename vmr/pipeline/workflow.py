@@ -544,7 +544,7 @@ def _text_specs(cfg: WorkflowConfig, paths: Paths, store, announce) -> tuple[dic
     fc = cfg.data.features
     encoder = ClipEncoder(fc.model, fc.pretrained, device="cpu", seed=fc.seed)
     text_features = embed_sentences([s for v in specs.values() for s in v], encoder)
-    announce(f"text samples: " + ", ".join(f"{s} {len(v)}" for s, v in specs.items())
+    announce("text samples: " + ", ".join(f"{s} {len(v)}" for s, v in specs.items())
              + f"; {len(text_features)} distinct sentences embedded with CLIP {fc.model}")
     return specs, {"text_features": text_features}
 
