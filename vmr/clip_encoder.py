@@ -21,6 +21,7 @@ import torch
 
 from vmr import storage
 from vmr.errors import ConfigError, InputError
+from vmr.log_filters import without_log_message
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +37,11 @@ def _is_checkpoint(pretrained: str) -> bool:
 
 class ClipEncoder:
     """CLIP towers for frames and sentences. ``.dim`` is the joint embedding size; ``.pretrained`` the weights tag as
-    given (recorded in manifests); ``.random_weights`` is True for ``pretrained="none"``."""
+    given (recorded in manifests); ``.random_weights`` is True for ``pretrained="none"``. ``warn=False`` leaves the
+    random-weights warning to the caller (:meth:`notice`; the pipelines print it once, not once per process)."""
 
-    def __init__(self, model_name: str = "ViT-B-32", pretrained: str = "none", device: str | None = None, seed: int = 0):
+    def __init__(self, model_name: str = "ViT-B-32", pretrained: str = "none", device: str | None = None, seed: int = 0,
+                 warn: bool = True):
         import open_clip
 
         self.model_name = model_name
@@ -61,7 +64,9 @@ class ClipEncoder:
                 source = storage.local_copy(pretrained, spill_dir)
             else:
                 source = pretrained  # an open_clip tag
-            with torch.random.fork_rng(devices=[]):
+            # open_clip warns on the root logger that no weights were loaded: with "none" that is what was asked
+            # for, and RANDOM_WEIGHTS_NOTICE says it with its consequence
+            with torch.random.fork_rng(devices=[]), without_log_message("", "No pretrained weights loaded"):
                 torch.manual_seed(seed)
                 model, _, preprocess = open_clip.create_model_and_transforms(
                     model_name, pretrained=source, device="cpu", pretrained_image=False, pretrained_text=False
@@ -81,7 +86,7 @@ class ClipEncoder:
         self._tokenizer = open_clip.get_tokenizer(model_name)
         with torch.inference_mode():
             self.dim = int(self.model.encode_text(self._tokenizer(["probe"]).to(self.device)).shape[-1])
-        if self.random_weights:
+        if self.random_weights and warn:
             log.warning(self.notice())
 
     def notice(self) -> str:

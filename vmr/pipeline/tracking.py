@@ -27,6 +27,7 @@ The logged model is an MLflow *pyfunc* that wraps the vmr checkpoint directory (
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -36,6 +37,7 @@ from typing import Any
 
 from vmr import storage
 from vmr.errors import ConfigError, InputError
+from vmr.log_filters import without_log_message
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +252,7 @@ class Tracker:
         with tempfile.TemporaryDirectory(prefix="vmr-logmodel-") as tmp:
             local = _local_tree(find_checkpoint(checkpoint), os.path.join(tmp, "checkpoint"))
             # mlflow's fluent API (and the registry's check of the logged model) use the process-wide URIs
-            with _process_uris(self.tracking_uri):
+            with _process_uris(self.tracking_uri), _quiet_model_logging():
                 with mlflow.start_run(run_id=self._need_run()), warnings.catch_warnings():
                     warnings.simplefilter("ignore", UserWarning)  # "add type hints to predict": inputs are free-form
                     info = mlflow.pyfunc.log_model(
@@ -264,6 +266,24 @@ class Tracker:
         for k, v in version_tags.items():
             self.client.set_model_version_tag(registered_name, version, k, v)
         return self.client.get_model_version(registered_name, version)
+
+
+@contextlib.contextmanager
+def _quiet_model_logging():
+    """While a model is logged: no artifact progress bars (a screenful of carriage returns in a log file), and not
+    MLflow's warning that a Python object is pickled: the object is vmr's stateless ``CheckpointModel``, and loading
+    it needs vmr installed either way."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        with without_log_message("mlflow.pyfunc", "serialized using CloudPickle"):
+            yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
 
 
 class _process_uris:
