@@ -111,7 +111,8 @@ def actor_start_cpu(model: str) -> float:
 
 
 def pipeline(videos: list[Path], fps: float, batch_size: int, model: str) -> dict:
-    from vmr.pipeline.extract import ExtractConfig, _check_weights, ensure_ray, run_extract
+    from vmr.pipeline.extract import ExtractConfig, _check_weights, run_extract
+    from vmr.pipeline.ray_session import ensure_ray
 
     with tempfile.TemporaryDirectory(prefix="vmr-bench-") as tmp:
         src = Path(tmp) / "videos"

@@ -45,7 +45,7 @@ def ensure_features(workdir: str, overrides: list[str]) -> None:
     if len(FeatureStore(paths.store)):
         return
     from vmr.demo_data import render_demo_archive
-    from vmr.pipeline.extract import ensure_ray
+    from vmr.pipeline.ray_session import ensure_ray
 
     d = cfg.data.demo
     print(f"rendering and extracting the demo into {workdir} (once) ...", flush=True)

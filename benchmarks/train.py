@@ -63,10 +63,10 @@ def bench_loop(config: dict) -> None:
 
     from vmr.checkpoint import build_model
     from vmr.pipeline.datasets import iter_model_batches
-    from vmr.pipeline.train import quiet_ray_data
+    from vmr.pipeline.ray_session import quiet_ray_data
     from vmr.training import TrainConfig, make_optimizer, train_one_epoch
 
-    quiet_ray_data()
+    quiet_ray_data(progress_bars=False)
     torch.set_num_threads(config["threads"])
     torch.manual_seed(0)
     ctx = ray.train.get_context()
@@ -149,7 +149,7 @@ def main(argv=None) -> int:
 
     from vmr.models.matr import MATRConfig
     from vmr.pipeline.datasets import StreamConfig, sample_dataset
-    from vmr.pipeline.train import quiet_ray_data
+    from vmr.pipeline.ray_session import quiet_ray_data
     from vmr.pretraining import PretrainConfig, sample_clip_specs, video_extents
 
     tmp = tempfile.mkdtemp(prefix="vmr-bench-train-")
@@ -158,7 +158,7 @@ def main(argv=None) -> int:
     clips = PretrainConfig(clip_min=6, clip_max=16, clips_per_video=8, target_window_s=(60.0, 120.0))
     specs = [s for e in range(2) for s in sample_clip_specs(video_extents(store), clips, epoch=e)]
     ray.init(num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, logging_level="WARNING")
-    quiet_ray_data()
+    quiet_ray_data(progress_bars=False)
     stream = StreamConfig(max_target=64, max_query=16, actors=1)
     ds = sample_dataset(specs, store.uri, stream, shuffle_seed=0).materialize()
     model_cfg = {**vars(MATRConfig(in_dim=512, d_model=128, heads=4, ff_dim=256, enc_layers=2, dec_layers=2))}

@@ -1,6 +1,6 @@
 """The extraction pipeline on Ray Data: videos in object storage -> CLIP frame features in the feature store.
 
-Stages (each a Ray Data operator, with Ray Data's progress bars while it runs)::
+Stages (each a Ray Data operator; the driver prints a line per finished video, with the time left)::
 
     list + plan (driver)      storage.list_files, skip videos whose manifest entry is current (size, etag, settings)
       -> from_items           one row (and one block) per video to do
@@ -61,6 +61,7 @@ from vmr.extraction import (
     preprocess_config,
     spilled,
 )
+from vmr.pipeline.ray_session import ensure_ray, quiet_ray_data
 from vmr.store import ExtractSettings, FeatureStore
 from vmr.video import DecodeError, probe
 
@@ -174,19 +175,6 @@ def exit_code(summary: ExtractSummary, strict: bool) -> int:
 
 
 # -- Ray ------------------------------------------------------------------------------------------------------------
-def ensure_ray() -> None:
-    """Connect to Ray: the running session, else the cluster in RAY_ADDRESS, else a new local one (no dashboard)."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = os.environ.get("RAY_ADDRESS") or None
-    kwargs: dict = {"logging_level": logging.WARNING}
-    if address in (None, "local"):
-        kwargs["include_dashboard"] = False
-    ray.init(address=address, **kwargs)
-
-
 def _forwarded_env() -> dict:
     return {k: os.environ[k] for k in _FORWARDED_ENV if os.environ.get(k)}
 
@@ -259,7 +247,7 @@ class ClipActor:
 
         if device == "cpu":
             torch.set_num_threads(max(1, threads))
-        self.encoder = ClipEncoder(model, pretrained, device=device, seed=seed)
+        self.encoder = ClipEncoder(model, pretrained, device=device, seed=seed, warn=False)
 
     def __call__(self, batch: dict) -> dict:
         import torch
@@ -286,6 +274,7 @@ class _Assembler:
         self.failed: list[dict] = []
         self.ok = 0
         self.frames = 0
+        self.written: dict[str, int] = {}  # video_id -> frames written
 
     def add(self, batch: dict) -> None:
         for vid, idx, t, last, dur, err, emb in zip(
@@ -321,6 +310,7 @@ class _Assembler:
             self._fail(vid, failure_reason(e))
             return
         self.finished[vid] = "ok"
+        self.written[vid] = len(ts)
         self.ok += 1
         self.frames += len(ts)
         log.info("wrote %s (%d frames)", vid, len(ts))
@@ -354,8 +344,21 @@ def _check_weights(model: str, pretrained: str, seed: int) -> tuple[str, dict]:
     and gives the random-weights notice and the preprocessing config the decode tasks need."""
     from vmr.clip_encoder import ClipEncoder
 
-    encoder = ClipEncoder(model, pretrained, device="cpu", seed=seed)
+    encoder = ClipEncoder(model, pretrained, device="cpu", seed=seed, warn=False)
     return encoder.notice(), preprocess_config(encoder)
+
+
+def _progress_lines(assembler: _Assembler, told: int, seconds: float) -> list[str]:
+    """One line per video finished since the first ``told``: ``[k/N] id: F frames`` (or ``FAILED: reason``), the
+    time so far and an estimate of the time left (seconds per finished video so far, times the videos left)."""
+    done = list(assembler.finished.items())
+    total = len(assembler.jobs)
+    lines = []
+    for k, (vid, outcome) in enumerate(done[told:], start=told + 1):
+        what = f"{assembler.written.get(vid, 0)} frames" if outcome == "ok" else f"FAILED: {outcome}"
+        left = seconds / k * (total - k)
+        lines.append(f"[{k}/{total}] {vid}: {what}  {seconds:.0f} s, ~{left:.0f} s left")
+    return lines
 
 
 def run_extract(cfg: ExtractConfig, *, announce=print, on_batch=None) -> ExtractSummary:
@@ -385,10 +388,15 @@ def run_extract(cfg: ExtractConfig, *, announce=print, on_batch=None) -> Extract
     announce(f"extracting {len(jobs)} videos ({len(plan.skipped)} already current) from {cfg.videos} into {store.uri}")
 
     assembler = _Assembler(store, jobs, settings)
+    quiet_ray_data()
+    began, told = time.perf_counter(), 0
     for batch in _dataset(cfg, list(jobs.values()), pp_cfg).iter_batches(batch_size=None, batch_format="numpy"):
         assembler.add(batch)
         if on_batch is not None:
             on_batch(int(sum(1 for e in batch["error"] if not e)))
+        for line in _progress_lines(assembler, told, time.perf_counter() - began):
+            announce(line)
+        told = len(assembler.finished)
     assembler.close()
 
     summary.ok, summary.frames = assembler.ok, assembler.frames
@@ -425,9 +433,10 @@ def _dataset(cfg: ExtractConfig, jobs: list[VideoJob], pp_cfg: dict):
     remote = {"runtime_env": {"env_vars": env}} if env else {}
 
     ctx = DataContext.get_current()
-    saved = (ctx.target_max_block_size, ctx.max_errored_blocks)
+    saved = (ctx.target_max_block_size, ctx.max_errored_blocks, ctx.enable_progress_bars)
     ctx.target_max_block_size = cfg.block_mb * 1024 * 1024
     ctx.max_errored_blocks = -1  # a crashed video must not stop the others; it is recorded as failed
+    ctx.enable_progress_bars = False  # run_extract prints a line per video instead (_progress_lines)
     try:
         items = [{"uri": j.uri, "video_id": j.video_id, "size": j.size, "etag": j.etag} for j in jobs]
         ds = ray.data.from_items(items, override_num_blocks=len(items))
@@ -445,7 +454,7 @@ def _dataset(cfg: ExtractConfig, jobs: list[VideoJob], pp_cfg: dict):
             num_cpus=cfg.cpus_per_actor, num_gpus=num_gpus, **remote,
         )
     finally:
-        ctx.target_max_block_size, ctx.max_errored_blocks = saved
+        ctx.target_max_block_size, ctx.max_errored_blocks, ctx.enable_progress_bars = saved
     log.info("pipeline: %d videos, CLIP on %s, batch %d, up to %d actors", len(jobs), device, batch_size, max_actors)
     return ds
 

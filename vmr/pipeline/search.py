@@ -58,7 +58,8 @@ def search_with_ray(localizer: Localizer, query: QueryFeatures, store_uri: str, 
     import ray
     from ray.data import ActorPoolStrategy
 
-    from vmr.pipeline.extract import _forwarded_env, ensure_ray
+    from vmr.pipeline.extract import _forwarded_env
+    from vmr.pipeline.ray_session import ensure_ray
 
     ensure_ray()
     resources = ray.cluster_resources()

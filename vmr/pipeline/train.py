@@ -39,6 +39,7 @@ import torch
 from vmr import storage
 from vmr.checkpoint import build_model, save_checkpoint, unwrap
 from vmr.errors import ConfigError
+from vmr.pipeline.ray_session import quiet_ray_train_worker, say
 from vmr.training import (
     TrainConfig, autocast_dtype, evaluate, make_optimizer, make_scheduler, prefixed, save_plots, seed_everything,
     train_one_epoch,
@@ -125,17 +126,6 @@ def _sum(value: float, world: int, device: torch.device) -> float:
     return float(t.item())
 
 
-def quiet_ray_data() -> None:
-    """No Ray Data progress bars or per-execution log lines in this process: training prints one line per epoch."""
-    from ray.data import DataContext
-
-    ctx = DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.print_on_execution_start = False
-    ctx.enable_auto_log_stats = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
-
-
 def _kill_hook(debug: DebugConfig, rank: int):
     """The ``step_hook`` that injects the test's worker failure (None when no failure is configured)."""
     if debug.kill_at_step < 0 or rank != debug.kill_rank:
@@ -147,7 +137,7 @@ def _kill_hook(debug: DebugConfig, rank: int):
         if step == debug.kill_at_step and not os.path.exists(debug.kill_marker):
             with open(debug.kill_marker, "w") as f:
                 f.write(f"killed rank {rank} before step {step} (pid {os.getpid()})\n")
-            print(f"debug: killing this worker (rank {rank}) before step {step}", flush=True)
+            say(f"debug: killing this worker (rank {rank}) before step {step}")
             os._exit(1)
 
     return hook
@@ -212,7 +202,7 @@ def train_loop_per_worker(config: dict) -> None:
 
     lc: LoopConfig = config["loop"]
     tc = lc.train
-    quiet_ray_data()
+    quiet_ray_train_worker()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     if tc.torch_threads:
@@ -241,9 +231,9 @@ def train_loop_per_worker(config: dict) -> None:
         start_epoch = int(state["epoch"]) + 1
         history = list(state.get("history", []))
         if rank == 0:
-            print(f"resuming {lc.run_name} from {source} ({start_epoch}/{tc.epochs} epochs done)", flush=True)
+            say(f"resuming {lc.run_name} from {source} ({start_epoch}/{tc.epochs} epochs done)")
     if start_epoch >= tc.epochs and rank == 0:
-        print(f"{lc.run_name}: all {tc.epochs} epochs are done already; nothing to train", flush=True)
+        say(f"{lc.run_name}: all {tc.epochs} epochs are done already; nothing to train")
 
     train_shard = ray.train.get_dataset_shard("train")
     val_data = ray.train.get_dataset_shard("val") if rank == 0 else None
@@ -284,8 +274,8 @@ def train_loop_per_worker(config: dict) -> None:
                         lc.tracker.log_artifacts(pd, "plots")
             done = epoch + 1 - start_epoch
             spent = time.perf_counter() - began
-            print(epoch_line(epoch, tc.epochs, metrics, lc.baseline, time.perf_counter() - t0,
-                             spent / done * (tc.epochs - epoch - 1)), flush=True)
+            say(epoch_line(epoch, tc.epochs, metrics, lc.baseline, time.perf_counter() - t0,
+                           spent / done * (tc.epochs - epoch - 1)))
         checkpoint = ray.train.Checkpoint.from_directory(tmp) if tmp else None
         ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint_epoch{epoch:04d}")
         if tmp:
@@ -401,5 +391,5 @@ def fit(loop: LoopConfig, trainer_cfg: TrainerConfig, datasets: dict, storage_pa
     return FitResult(run_dir, latest, best, latest_metrics, best_metrics, error)
 
 
-__all__ = ["quiet_ray_data", "TrainerConfig", "DebugConfig", "LoopConfig", "train_loop_per_worker", "fit", "FitResult",
+__all__ = ["TrainerConfig", "DebugConfig", "LoopConfig", "train_loop_per_worker", "fit", "FitResult",
            "storage_filesystem", "checkpoint_uri", "epoch_line"]

@@ -314,20 +314,6 @@ def _prepare_data(cfg, announce) -> None:
         announce("features: " + summary.text().replace("\n", "\n  "))
 
 
-def _init_ray() -> None:
-    """Connect to Ray (the running session, else ``RAY_ADDRESS``), else start a local one *with* its dashboard: Ray
-    Train's placement-group cleaner asks the state API (served by the dashboard) whether a trial's training
-    controller is alive, and without it the CPUs of every trial that ASHA stops are never given back."""
-    import ray
-
-    from vmr.pipeline.extract import ensure_ray
-
-    if ray.is_initialized() or os.environ.get("RAY_ADDRESS") not in (None, "", "local"):
-        ensure_ray()
-        return
-    ray.init(include_dashboard=True, logging_level=logging.WARNING)
-
-
 def _check_space(space: dict, files: list[str], overrides: list[str]) -> None:
     """Every key of ``space`` must be a key of the training config that accepts the distribution's values."""
     from vmr.pipeline.workflow import resolve_config
@@ -396,7 +382,11 @@ def run_sweep(cfg: SweepConfig, *, announce: Callable[[str], None] = print) -> S
     experiment_dir = storage.join(storage_path, name)
     trials_path = storage.join(storage_path, f"{name}-trials")
 
-    _init_ray()
+    from vmr.pipeline.ray_session import ensure_ray
+
+    where = ensure_ray()
+    if where:
+        announce(where)
     _prepare_data(base, announce)
 
     tracking_uri = resolve_tracking_uri(cfg.tracking_uri or base.tracking.tracking_uri, workdir)

@@ -300,9 +300,11 @@ def run_workflow(workflow: str, cfg: WorkflowConfig, *, announce: Callable[[str]
         render_demo_archive(paths.demo, n_videos=d.n_videos, seed=d.seed, duration_range=tuple(d.duration_range),
                             size=tuple(d.size), fps=d.fps, length_range=tuple(d.length_range),
                             max_instances=d.max_instances, progress=lambda s: announce("  " + s))
-    from vmr.pipeline.extract import ensure_ray
+    from vmr.pipeline.ray_session import ensure_ray
 
-    ensure_ray()
+    where = ensure_ray()
+    if where:
+        announce(where)
     store = _features(cfg, paths, announce)
     settings = store.settings()
     dim = int(next(iter(store.entries().values()))["dim"])
@@ -353,9 +355,10 @@ def run_workflow(workflow: str, cfg: WorkflowConfig, *, announce: Callable[[str]
 
     # datasets and training
     from vmr.pipeline.datasets import sample_dataset
-    from vmr.pipeline.train import LoopConfig, fit, quiet_ray_data
+    from vmr.pipeline.ray_session import quiet_ray_data
+    from vmr.pipeline.train import LoopConfig, fit
 
-    quiet_ray_data()
+    quiet_ray_data()  # its progress bars stay: on a terminal they show the samples being materialised
     stream = cfg.data.stream
     datasets = {"train": sample_dataset(specs["train"], paths.store, stream, shuffle_seed=cfg.train.seed,
                                         context=context or None),
@@ -445,12 +448,19 @@ def _features(cfg: WorkflowConfig, paths: Paths, announce):
 
     fc = cfg.data.features
     if fc.extract:
+        from vmr.clip_encoder import RANDOM_WEIGHTS_NOTICE
         from vmr.pipeline.extract import ExtractConfig, run_extract
 
         ec = ExtractConfig(videos=paths.videos, out=paths.store, fps=fc.fps, model=fc.model,
                            pretrained=fc.pretrained, batch_size=fc.batch_size, max_actors=fc.max_actors,
                            seed=fc.seed)
-        summary = run_extract(ec, announce=lambda s: announce("  " + s))
+        said = RANDOM_WEIGHTS_NOTICE.format(model=fc.model)  # run_workflow printed its own note already
+
+        def tell(line: str) -> None:
+            if line != said:
+                announce("  " + line)
+
+        summary = run_extract(ec, announce=tell)
         announce("features: " + summary.text().replace("\n", "\n  "))
     store = FeatureStore(paths.store)
     if len(store) == 0:
@@ -542,7 +552,7 @@ def _text_specs(cfg: WorkflowConfig, paths: Paths, store, announce) -> tuple[dic
     for split, uri in files.items():
         specs[split] = text_specs_from_records(annotations.load(uri, "qvhighlights", store=store).records, split)
     fc = cfg.data.features
-    encoder = ClipEncoder(fc.model, fc.pretrained, device="cpu", seed=fc.seed)
+    encoder = ClipEncoder(fc.model, fc.pretrained, device="cpu", seed=fc.seed, warn=False)  # noted above
     text_features = embed_sentences([s for v in specs.values() for s in v], encoder)
     announce("text samples: " + ", ".join(f"{s} {len(v)}" for s, v in specs.items())
              + f"; {len(text_features)} distinct sentences embedded with CLIP {fc.model}")

@@ -1,0 +1,97 @@
+"""Connecting to Ray, and keeping its console output to what a user reads.
+
+- :func:`ensure_ray`: the running session, else the cluster in ``RAY_ADDRESS``, else a new local one. A local one
+  gets its dashboard on a free loopback port, and its workers are told where that is (``RAY_API_SERVER_ADDRESS``):
+  Ray Train's placement-group cleaner asks the state API (served by the dashboard) whether a training controller is
+  still alive. Without the dashboard, or on a machine that runs several Ray instances (the state API cannot tell
+  which is ours), it warns every second or two for the whole run, and in a sweep the CPUs of every trial that ASHA
+  stops are never given back.
+- The job's workers log at WARNING (``ray.LoggingConfig``), Ray Data's loggers too (``RAY_DATA_LOG_LEVEL``, unless
+  it is set already: ``RAY_DATA_LOG_LEVEL=INFO`` brings its per-execution lines back). The full logs stay in the
+  Ray session's log folder (``/tmp/ray/session_latest/logs`` for a local Ray).
+- :func:`quiet_ray_data`: the same for Ray Data in this process; ``progress_bars=False`` also turns its progress
+  bars off (benchmarks; extraction turns them off for its own dataset and prints a line per video instead).
+- :func:`quiet_ray_train_worker`: Ray Train (2.60) logs every ``report`` at INFO on a logger named after its source
+  file, which its own ``LoggingConfig`` does not reach; that logger is set to WARNING.
+- :func:`say`: a line to the console from inside a Ray Train worker. Ray Train replaces ``print`` there with a
+  logger call that, with a redirected stdout, also prints, so ``print`` shows each line twice: ``say`` writes to
+  stdout directly.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+
+LOG_LEVEL = "WARNING"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ensure_ray(num_cpus: int | None = None) -> str:
+    """Connect to Ray (see the module docstring). ``num_cpus`` caps a new local cluster (default: all cores).
+    Returns a line for the user: which cluster, and its dashboard's URL when this call started one ("" when Ray was
+    already initialised)."""
+    import ray
+
+    if ray.is_initialized():
+        return ""
+    address = os.environ.get("RAY_ADDRESS") or None
+    env = {"RAY_DATA_LOG_LEVEL": os.environ.get("RAY_DATA_LOG_LEVEL") or LOG_LEVEL}
+    kwargs: dict = {"logging_level": logging.WARNING, "logging_config": ray.LoggingConfig(log_level=LOG_LEVEL)}
+    if address in (None, "local"):
+        port = _free_port()
+        env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+        kwargs.update(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port, num_cpus=num_cpus)
+    ctx = ray.init(address=address, runtime_env={"env_vars": env}, **kwargs)
+    cpus = int(ray.cluster_resources().get("CPU", 0))
+    if address in (None, "local"):
+        return f"Ray: a local cluster ({cpus} CPUs) for this run; its dashboard: {_url(ctx.dashboard_url)}"
+    return f"Ray: the cluster at {address} ({cpus} CPUs)"
+
+
+def _url(address: str | None) -> str:
+    if not address:
+        return "(none)"
+    return address if "://" in address else f"http://{address}"
+
+
+def quiet_ray_data(progress_bars: bool | None = None) -> None:
+    """No per-execution log lines from Ray Data in this process and in the datasets it creates from now on;
+    ``progress_bars=False`` turns their progress bars off too (None leaves them as they are)."""
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    if progress_bars is not None:
+        ctx.enable_progress_bars = progress_bars
+    # no bars forwarded from workers (Ray Train's split coordinator, the workers' validation reads): there Ray Data
+    # falls back to progress log lines, which the WARNING level keeps out of the console
+    ctx.use_ray_tqdm = False
+    ctx.print_on_execution_start = False
+    ctx.enable_auto_log_stats = False
+    logging.getLogger("ray.data").setLevel(os.environ.get("RAY_DATA_LOG_LEVEL") or LOG_LEVEL)
+    # its one-time notice that progress bars are off is a WARNING of this logger; they are off on purpose
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+
+
+def quiet_ray_train_worker() -> None:
+    """Ray Train's per-report INFO line off, in this (worker) process (module docstring)."""
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # another Ray version: nothing to do
+        return
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
+
+
+def say(text: str) -> None:
+    """Write one line to stdout now, past Ray Train's patched ``print`` (module docstring)."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+__all__ = ["ensure_ray", "quiet_ray_data", "quiet_ray_train_worker", "say"]
