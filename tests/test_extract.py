@@ -278,9 +278,16 @@ def test_pipeline_s3_in_and_out(ray_local, s3_server, videos, encoder):
     spills_before = set(Path("/tmp").glob("vmr-spill-*"))
     from vmr.pipeline.extract import exit_code, run_extract
 
-    summary = run_extract(_cfg(bucket + "/raw", bucket + "/features"), announce=lambda s: None)
+    said: list[str] = []
+    summary = run_extract(_cfg(bucket + "/raw", bucket + "/features"), announce=said.append)
     assert (summary.ok, summary.skipped) == (len(GOOD), 0)
     assert _failures_by_name(summary.failed, bucket + "/raw") == BAD
+    # progress: one line per video as it finishes, counted up to the total, with its outcome and the time left
+    n = len(GOOD) + len(BAD)
+    progress = [s for s in said if s.startswith("[")]
+    assert [s.split("]")[0] for s in progress] == [f"[{k}/{n}" for k in range(1, n + 1)]
+    assert sum(" frames " in s for s in progress) == len(GOOD) and sum("FAILED" in s for s in progress) == len(BAD)
+    assert all(s.endswith(" s left") for s in progress)
     assert exit_code(summary, strict=False) == 0 and exit_code(summary, strict=True) == 1
     store = FeatureStore(bucket + "/features")
     _assert_store_whole(store, GOOD)

@@ -38,6 +38,10 @@ def test_ray_job_submit_runs_pretraining_and_lands_in_mlflow(ray_head, tmp_path)
     assert re.search(rf"job '{job_id}' succeeded", said, re.I), (submitted.stdout[-4000:], submitted.stderr[-4000:])
     assert submitted.returncode == 0
     assert "registered models:/vmr-matr-pretrained/1" in submitted.stdout
+    # the job's log reads as the workflow's own lines: each epoch once, no Ray Train report or state-API noise
+    assert submitted.stdout.count("epoch 1/1 ") == 1, submitted.stdout[-4000:]
+    assert "Reporting training result" not in submitted.stdout
+    assert "Failed to query Ray Train Controller" not in submitted.stdout
 
     from mlflow import MlflowClient
 

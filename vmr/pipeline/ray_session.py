@@ -42,13 +42,15 @@ def ensure_ray(num_cpus: int | None = None) -> str:
     if ray.is_initialized():
         return ""
     address = os.environ.get("RAY_ADDRESS") or None
-    env = {"RAY_DATA_LOG_LEVEL": os.environ.get("RAY_DATA_LOG_LEVEL") or LOG_LEVEL}
+    # a variable the environment sets already is left to it: the workers inherit it (a local Ray) or get it from the
+    # job's runtime env (``ray job submit``), and naming it twice would be a runtime-env conflict
+    env = {} if os.environ.get("RAY_DATA_LOG_LEVEL") else {"RAY_DATA_LOG_LEVEL": LOG_LEVEL}
     kwargs: dict = {"logging_level": logging.WARNING, "logging_config": ray.LoggingConfig(log_level=LOG_LEVEL)}
     if address in (None, "local"):
         port = _free_port()
         env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
         kwargs.update(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port, num_cpus=num_cpus)
-    ctx = ray.init(address=address, runtime_env={"env_vars": env}, **kwargs)
+    ctx = ray.init(address=address, runtime_env={"env_vars": env} if env else None, **kwargs)
     cpus = int(ray.cluster_resources().get("CPU", 0))
     if address in (None, "local"):
         return f"Ray: a local cluster ({cpus} CPUs) for this run; its dashboard: {_url(ctx.dashboard_url)}"
