@@ -31,6 +31,7 @@ import contextlib
 import logging
 import os
 import re
+import sys
 import tempfile
 import warnings
 from typing import Any
@@ -269,21 +270,29 @@ class Tracker:
 
 
 @contextlib.contextmanager
-def _quiet_model_logging():
-    """While a model is logged: no artifact progress bars (a screenful of carriage returns in a log file), and not
-    MLflow's warning that a Python object is pickled: the object is vmr's stateless ``CheckpointModel``, and loading
-    it needs vmr installed either way."""
+def _artifact_progress_bars_on_a_terminal_only():
+    """MLflow's artifact up/download progress bars while the block runs only when stderr is a terminal: in a log
+    file (a Ray job, CI, ``> log``) they are a screenful of carriage returns per model."""
     key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
     before = os.environ.get(key)
-    os.environ[key] = "false"
+    if not sys.stderr.isatty():
+        os.environ[key] = "false"
     try:
-        with without_log_message("mlflow.pyfunc", "serialized using CloudPickle"):
-            yield
+        yield
     finally:
         if before is None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = before
+
+
+@contextlib.contextmanager
+def _quiet_model_logging():
+    """While a model is logged: progress bars on a terminal only, and not MLflow's warning that a Python object is
+    pickled: the object is vmr's stateless ``CheckpointModel``, and loading it needs vmr installed either way."""
+    with _artifact_progress_bars_on_a_terminal_only(), \
+            without_log_message("mlflow.pyfunc", "serialized using CloudPickle"):
+        yield
 
 
 class _process_uris:
@@ -341,7 +350,7 @@ def download_model(uri: str, dst: str, tracking_uri: str | None = None) -> str:
 
     tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
     try:
-        with _process_uris(tracking_uri):
+        with _process_uris(tracking_uri), _artifact_progress_bars_on_a_terminal_only():
             local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dst)
     except Exception as e:  # noqa: BLE001 - MlflowException, connection errors
         msg = " ".join(str(e).split())[:300]
