@@ -1,6 +1,8 @@
 """The plain PyTorch training loop and the checkpoint format (no Ray, no MLflow)."""
 from __future__ import annotations
 
+import dataclasses
+
 import json
 
 import numpy as np
@@ -160,6 +162,25 @@ def test_weights_that_do_not_fit_the_card_are_refused(tmp_path):
     (tmp_path / "ck" / CARD_FILE).write_text(json.dumps(card))
     with pytest.raises(InputError, match="do not fit"):
         load_model(str(tmp_path / "ck"))
+
+
+def test_a_checkpoint_saved_before_input_centring_loads_without_it(tmp_path, clip_dataset):
+    # the first checkpoints were trained without MATR's input centring and their cards have no "center": loading one
+    # must not switch centring on (the new default), or it would predict something it was never trained for
+    torch.manual_seed(0)
+    old = MATR(dataclasses.replace(_tiny_matr().config, center="none"))
+    save_checkpoint(str(tmp_path / "ck"), old, SETTINGS)
+    card = json.loads((tmp_path / "ck" / CARD_FILE).read_text())
+    del card["config"]["center"]
+    (tmp_path / "ck" / CARD_FILE).write_text(json.dumps(card))
+    loaded, card2 = load_model(str(tmp_path / "ck"))
+    assert loaded.config.center == "none" and card2.config["center"] == "none"
+    batch = clip_dataset.collate([clip_dataset[i] for i in range(3)])
+    old.eval()
+    with torch.no_grad():
+        for a, b in zip(old.predict(old(batch), batch), loaded.predict(loaded(batch), batch)):
+            np.testing.assert_allclose(a, b)
+    assert _tiny_matr().config.center == "target"  # while new models centre by default
 
 
 def test_features_made_otherwise_are_refused(tmp_path, clip_store):

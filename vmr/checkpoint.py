@@ -38,6 +38,13 @@ from vmr import storage
 from vmr.errors import InputError, VmrError
 
 FORMAT_VERSION = 1
+
+# Model config fields added after checkpoints were first written, per kind, with the value that reproduces how a
+# checkpoint *without* the field was trained (the field's default for new models may differ): loading an older card
+# fills them in, so its model computes what it computed when it was saved.
+ADDED_CONFIG_FIELDS: dict[str, dict[str, Any]] = {
+    "matr": {"center": "none"},  # input centring came after the first checkpoints; they were trained without it
+}
 CARD_FILE = "vmr_checkpoint.json"
 WEIGHTS_FILE = "model.pt"
 TRAIN_STATE_FILE = "train_state.pt"
@@ -142,8 +149,9 @@ class ModelCard:
             raise InputError(f"{source}: {CARD_FILE} lacks {missing}")
         if d["kind"] not in MODEL_KINDS:
             raise InputError(f"{source}: unknown model kind {d['kind']!r}; known: {sorted(MODEL_KINDS)}")
+        config = {**ADDED_CONFIG_FIELDS.get(d["kind"], {}), **d["config"]}
         return cls(
-            kind=d["kind"], task=d.get("task") or MODEL_KINDS[d["kind"]][3], config=dict(d["config"]),
+            kind=d["kind"], task=d.get("task") or MODEL_KINDS[d["kind"]][3], config=config,
             features=FeatureSettings.of(d["features"]), vmr_version=str(d.get("vmr_version", "")),
             metrics=dict(d.get("metrics") or {}), extra=dict(d.get("extra") or {}), created=str(d.get("created", "")),
             format_version=version, source=source)
