@@ -1,4 +1,5 @@
-"""Arguments and entry shared by ``vmr pretrain``, ``vmr finetune`` and ``workflows/{pretrain,finetune}.py``.
+"""Arguments and entry shared by ``vmr pretrain``, ``vmr finetune`` and ``workflows/{pretrain,finetune}.py`` (and the
+result printing of ``vmr tune`` and ``vmr retrain``).
 
 Configuration is layered: the YAML files given with ``--config`` (repeatable; none = the embedded demo's
 ``configs/demo.yaml`` + ``configs/demo_<workflow>.yaml``), then ``key.sub=value`` overrides, then the first-class
@@ -48,8 +49,14 @@ def main_from_args(workflow: str, args) -> int:
 
     cfg, files = resolve_config(workflow, args.config, overrides_from_args(args))
     result = run_workflow(workflow, cfg, config_files=files)
-    print(summary_text(result), flush=True)
-    if args.json:
+    return print_result(summary_text(result), result, args.json)
+
+
+def print_result(text: str, result, as_json: bool) -> int:
+    """Print a training command's summary ``text`` and, with ``as_json``, ``result.to_json()`` as JSON on the last
+    line (what scripts parse). Returns the exit code, 0."""
+    print(text, flush=True)
+    if as_json:
         print(json.dumps(result.to_json(), default=str), flush=True)
     sys.stdout.flush()
     return 0

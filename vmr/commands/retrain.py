@@ -11,8 +11,6 @@ Schedule it with cron and ``ray job submit --submission-id retrain-<date>`` (see
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,12 +38,10 @@ def resolve_retrain(args):
 def main_from_args(args) -> int:
     from vmr.pipeline.retrain import run_retrain
 
+    from vmr.commands._train_args import print_result
+
     result = run_retrain(resolve_retrain(args), announce=lambda s: print(s, flush=True))
-    print(result.text(), flush=True)
-    if args.json:
-        print(json.dumps(result.to_json(), default=str), flush=True)
-    sys.stdout.flush()
-    return 0
+    return print_result(result.text(), result, args.json)
 
 
 def register(subparsers) -> None:

@@ -11,8 +11,6 @@ Positional ``key=value`` overrides set the sweep (``configs/tune.yaml`` document
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,12 +47,10 @@ def resolve_sweep(args):
 def main_from_args(args) -> int:
     from vmr.pipeline.tune import run_sweep
 
+    from vmr.commands._train_args import print_result
+
     result = run_sweep(resolve_sweep(args), announce=lambda s: print(s, flush=True))
-    print(result.text(), flush=True)
-    if args.json:
-        print(json.dumps(result.to_json(), default=str), flush=True)
-    sys.stdout.flush()
-    return 0
+    return print_result(result.text(), result, args.json)
 
 
 def register(subparsers) -> None:
