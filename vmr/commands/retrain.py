@@ -36,9 +36,8 @@ def resolve_retrain(args):
 
 
 def main_from_args(args) -> int:
-    from vmr.pipeline.retrain import run_retrain
-
     from vmr.commands._train_args import print_result
+    from vmr.pipeline.retrain import run_retrain
 
     result = run_retrain(resolve_retrain(args), announce=lambda s: print(s, flush=True))
     return print_result(result.text(), result, args.json)

@@ -45,9 +45,8 @@ def resolve_sweep(args):
 
 
 def main_from_args(args) -> int:
-    from vmr.pipeline.tune import run_sweep
-
     from vmr.commands._train_args import print_result
+    from vmr.pipeline.tune import run_sweep
 
     result = run_sweep(resolve_sweep(args), announce=lambda s: print(s, flush=True))
     return print_result(result.text(), result, args.json)
