@@ -274,7 +274,7 @@ class _Assembler:
         self.failed: list[dict] = []
         self.ok = 0
         self.frames = 0
-        self.written: dict[str, int] = {}  # video_id -> frames written
+        self.outcomes: list[tuple[str, str]] = []  # (video_id, "N frames" | "FAILED: reason"), in finishing order
 
     def add(self, batch: dict) -> None:
         for vid, idx, t, last, dur, err, emb in zip(
@@ -295,6 +295,7 @@ class _Assembler:
 
     def _fail(self, vid: str, reason: str) -> None:
         self.finished[vid] = reason
+        self.outcomes.append((vid, f"FAILED: {reason}"))
         self.rows.pop(vid, None)
         self.failed.append({"uri": self.jobs[vid].uri, "reason": reason})
 
@@ -310,7 +311,7 @@ class _Assembler:
             self._fail(vid, failure_reason(e))
             return
         self.finished[vid] = "ok"
-        self.written[vid] = len(ts)
+        self.outcomes.append((vid, f"{len(ts)} frames"))
         self.ok += 1
         self.frames += len(ts)
         log.info("wrote %s (%d frames)", vid, len(ts))
@@ -349,16 +350,12 @@ def _check_weights(model: str, pretrained: str, seed: int) -> tuple[str, dict]:
 
 
 def _progress_lines(assembler: _Assembler, told: int, seconds: float) -> list[str]:
-    """One line per video finished since the first ``told``: ``[k/N] id: F frames`` (or ``FAILED: reason``), the
-    time so far and an estimate of the time left (seconds per finished video so far, times the videos left)."""
-    done = list(assembler.finished.items())
+    """One line per video finished after the first ``told``: ``[k/N] id: F frames`` (or ``FAILED: reason``), the
+    time so far and an estimate of the time left (seconds per finished video so far, times the videos left). Costs
+    only the new videos, so calling it after every batch stays cheap on an archive of thousands."""
     total = len(assembler.jobs)
-    lines = []
-    for k, (vid, outcome) in enumerate(done[told:], start=told + 1):
-        what = f"{assembler.written.get(vid, 0)} frames" if outcome == "ok" else f"FAILED: {outcome}"
-        left = seconds / k * (total - k)
-        lines.append(f"[{k}/{total}] {vid}: {what}  {seconds:.0f} s, ~{left:.0f} s left")
-    return lines
+    return [f"[{k}/{total}] {vid}: {what}  {seconds:.0f} s, ~{seconds / k * (total - k):.0f} s left"
+            for k, (vid, what) in enumerate(assembler.outcomes[told:], start=told + 1)]
 
 
 def run_extract(cfg: ExtractConfig, *, announce=print, on_batch=None) -> ExtractSummary:
@@ -396,7 +393,7 @@ def run_extract(cfg: ExtractConfig, *, announce=print, on_batch=None) -> Extract
             on_batch(int(sum(1 for e in batch["error"] if not e)))
         for line in _progress_lines(assembler, told, time.perf_counter() - began):
             announce(line)
-        told = len(assembler.finished)
+        told = len(assembler.outcomes)
     assembler.close()
 
     summary.ok, summary.frames = assembler.ok, assembler.frames
