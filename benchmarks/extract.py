@@ -104,7 +104,7 @@ def actor_start_cpu(model: str) -> float:
     """CPU seconds a fresh process spends importing vmr/torch/open_clip and building the CLIP model (1 thread): what
     the actor spends before its first batch, subtracted from its CPU time."""
     code = ("import time, torch; torch.set_num_threads(1); t = time.process_time(); "
-            "from vmr.clip_encoder import ClipEncoder; ClipEncoder(%r, 'none', device='cpu'); "
+            "from vmr.features.clip import ClipEncoder; ClipEncoder(%r, 'none', device='cpu'); "
             "print(time.process_time() - t)" % model)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     return float(out.stdout.strip().splitlines()[-1])
@@ -150,8 +150,8 @@ def stage_costs(encoder, path: Path, fps: float) -> dict:
     """Per-frame seconds of decode (sampled), preprocess and tower, each on one torch thread."""
     import torch
 
-    from vmr.extraction import FramePreprocessor, preprocess_config
-    from vmr.video import iter_sampled_frames
+    from vmr.features.extraction import FramePreprocessor, preprocess_config
+    from vmr.features.video import iter_sampled_frames
 
     torch.set_num_threads(1)
     pre = FramePreprocessor(preprocess_config(encoder))
@@ -188,7 +188,7 @@ def decode_all(path: Path, chunk: int = 16) -> tuple[int, float]:
 
 
 def decode_sampled_timed(path: Path, fps: float) -> tuple[int, float]:
-    from vmr.video import iter_sampled_frames
+    from vmr.features.video import iter_sampled_frames
 
     t = time.perf_counter()
     n = sum(len(ts) for ts, _ in iter_sampled_frames(str(path), fps))
@@ -288,8 +288,8 @@ def main() -> int:
 
     import torch
 
-    from vmr.clip_encoder import ClipEncoder
-    from vmr.extraction import preprocess_config
+    from vmr.features.clip import ClipEncoder
+    from vmr.features.extraction import preprocess_config
     from vmr.pipeline.extract import ExtractConfig
 
     threads = int(ExtractConfig().cpus_per_actor)

@@ -11,7 +11,7 @@ them, merge. Models at paper size with random weights (speed does not depend on 
   * batched windows (``batch_windows=8``, shipped) vs one window per forward pass (``batch_windows=1``);
   * the cosine baseline on the same target and query, the training-free yardstick.
 
-Search (``--part search``): a store of rendered demo matches (``vmr.demo_data``, 12 videos of 60-120 s by default,
+Search (``--part search``): a store of rendered demo matches (``vmr.data.demo``, 12 videos of 60-120 s by default,
 extracted once with seeded random ViT-B-32 at 0.5 rows/s and cached under ``--work``), searched with paper-size MATR
 for the best 10 moments. Throughput in target-minutes per second: the in-process path vs Ray Data (a local cluster;
 first call includes starting Ray, the second reuses it), interleaved over ``--repeat`` rounds.
@@ -48,7 +48,8 @@ def real_rows(n: int, seed: int) -> np.ndarray:
 
 
 def make_store(root: str, minutes: dict[str, float]):
-    from vmr.store import EXTRACTOR_VERSION, FeatureStore
+    from vmr.features.settings import EXTRACTOR_VERSION
+    from vmr.features.store import FeatureStore
 
     store = FeatureStore(root)
     for i, (vid, mins) in enumerate(minutes.items()):
@@ -60,10 +61,10 @@ def make_store(root: str, minutes: dict[str, float]):
 
 
 def latency(args) -> None:
-    from vmr.checkpoint import FeatureSettings
-    from vmr.localize import Localizer, QueryFeatures
+    from vmr.features.settings import FeatureSettings
     from vmr.models.a2fa import A2FA
     from vmr.models.matr import MATR
+    from vmr.search.localizer import Localizer, QueryFeatures
 
     work = tempfile.mkdtemp(prefix="vmr-bench-latency-")
     store = make_store(work, {"ten_minutes": 10, "ninety_minutes": 90})
@@ -102,10 +103,10 @@ def latency(args) -> None:
 
 def demo_store(work: str, n_videos: int):
     """The demo archive rendered and extracted once (cached under ``work``)."""
-    from vmr.clip_encoder import ClipEncoder
-    from vmr.demo_data import render_demo_archive
-    from vmr.extraction import extract_into_store
-    from vmr.store import FeatureStore
+    from vmr.data.demo import render_demo_archive
+    from vmr.features.clip import ClipEncoder
+    from vmr.features.extraction import extract_into_store
+    from vmr.features.store import FeatureStore
 
     store = FeatureStore(os.path.join(work, f"store{n_videos}"))
     if len(store) == n_videos:  # rendered and extracted by an earlier run
@@ -123,8 +124,9 @@ def demo_store(work: str, n_videos: int):
 def search(args) -> None:
     import ray
 
-    from vmr.localize import Localizer
     from vmr.models.matr import MATR
+    from vmr.pipeline.search import search_store
+    from vmr.search.localizer import Localizer
 
     store = demo_store(args.work, args.videos)
     minutes = sum(float(e["duration"]) for e in store.entries().values()) / 60.0
@@ -133,15 +135,15 @@ def search(args) -> None:
     query = store.load(store.video_ids()[0]).features[10:18]
     print(f"search: {args.videos} demo videos, {minutes:.1f} target-minutes at {FPS} rows/s, paper-size MATR, "
           f"top 10, {args.threads} threads")
-    loc.search(query, top_k=10, use_ray=False)  # warm-up
+    loc.search(query, top_k=10)  # warm-up
     plain, on_ray, first = [], [], None
     try:
         for _ in range(args.repeat):
             t = time.perf_counter()
-            a = loc.search(query, top_k=10, use_ray=False)
+            a = loc.search(query, top_k=10)
             plain.append(time.perf_counter() - t)
             t = time.perf_counter()
-            b = loc.search(query, top_k=10, use_ray=True)
+            b = search_store(loc, query, top_k=10, use_ray=True).hits
             if first is None:
                 first = time.perf_counter() - t
             else:

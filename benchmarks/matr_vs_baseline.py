@@ -1,12 +1,12 @@
 """Quality against the training-free yardstick: the demo MATR (pretrained on random clips, finetuned on labelled pairs)
-versus the cosine baseline (:class:`vmr.baseline.CosineBaseline`) on the *test* classes, over several class splits.
+versus the cosine baseline (:class:`vmr.models.baseline.CosineBaseline`) on the *test* classes, over several class splits.
 
 The demo's 8 action classes are split class-disjointly 4/2/2 (train/val/test) by ``data.pairs.seed``; with only 2
 test classes (~60 pairs) one split is noisy, so the benchmark pretrains once (pretraining uses no labels) and then,
 per split seed, finetunes from that model, keeps the epoch with the best validation mIoU, and scores the test pairs
 with it and with the baseline. It prints both per split and ``model / baseline`` of the mean test mIoU and R1@0.5.
 
-Everything runs in-process on the CPU (no Ray, same library code as the workflows: ``vmr.training`` loops,
+Everything runs in-process on the CPU (no Ray, same library code as the workflows: ``vmr.train.loop`` loops,
 ``vmr.pipeline.workflow`` sample builders, the embedded demo configs). Features come from ``--workdir`` (the README's
 main command leaves them in ``./vmr-data``); when absent, the demo is rendered and extracted there first (local Ray).
 ``model.matr.center=none`` etc. are passed through as config overrides, for ablations:
@@ -28,10 +28,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from vmr.features.store import FeatureStore  # noqa: E402
 from vmr.models.matr import MATR  # noqa: E402
 from vmr.pipeline import workflow as wf  # noqa: E402
-from vmr.store import FeatureStore  # noqa: E402
-from vmr.training import evaluate, evaluate_baseline, make_optimizer, seed_everything, train_one_epoch  # noqa: E402
+from vmr.train.loop import evaluate, evaluate_baseline, make_optimizer, seed_everything, train_one_epoch  # noqa: E402
 
 
 def fmt(m: dict) -> str:
@@ -44,7 +44,7 @@ def ensure_features(workdir: str, overrides: list[str]) -> None:
     paths = wf.resolve_paths(cfg)
     if len(FeatureStore(paths.store)):
         return
-    from vmr.demo_data import render_demo_archive
+    from vmr.data.demo import render_demo_archive
     from vmr.pipeline.ray_session import ensure_ray
 
     d = cfg.data.demo

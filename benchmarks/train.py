@@ -2,7 +2,7 @@
 
 Data: a temporary feature store of 16 videos (120 rows each, 1 row per 2 s) whose rows are the real CLIP ViT-B/32
 features of ``../shared/data/features/univtg-sample/vid.npz`` (15 rows) resampled with noise, so the model sees real
-feature statistics; pretraining clip samples (``vmr.pretraining``), padded and materialised by
+feature statistics; pretraining clip samples (``vmr.data.pretrain_clips``), padded and materialised by
 ``vmr.pipeline.datasets.sample_dataset`` into Ray Data. Model: the demo MATR (d=128, 2+2 layers, 10 queries), batch
 16 per worker, one torch thread per worker, AdamW, on the CPU (``--device cuda`` with ``--use-gpu`` on a GPU machine).
 
@@ -37,7 +37,7 @@ SHARED = Path(os.environ.get("VMR_SHARED_DATA", ROOT.parent / "shared" / "data")
 
 def make_store(folder: str, n_videos: int, rows: int, seed: int = 0):
     """A feature store of ``n_videos`` videos built from real CLIP rows (resampled, noised, re-normalised)."""
-    from vmr.store import FeatureStore
+    from vmr.features.store import FeatureStore
 
     real = np.load(SHARED / "features" / "univtg-sample" / "vid.npz")["features"].astype(np.float64)
     real /= np.linalg.norm(real, axis=1, keepdims=True)
@@ -61,10 +61,10 @@ def bench_loop(config: dict) -> None:
     import ray.train.torch
     import torch
 
-    from vmr.checkpoint import build_model
+    from vmr.models.checkpoint import build_model
     from vmr.pipeline.datasets import iter_model_batches
     from vmr.pipeline.ray_session import quiet_ray_data
-    from vmr.training import TrainConfig, make_optimizer, train_one_epoch
+    from vmr.train.loop import TrainConfig, make_optimizer, train_one_epoch
 
     quiet_ray_data(progress_bars=False)
     torch.set_num_threads(config["threads"])
@@ -147,10 +147,10 @@ def main(argv=None) -> int:
 
     import ray
 
+    from vmr.data.pretrain_clips import PretrainConfig, sample_clip_specs, video_extents
     from vmr.models.matr import MATRConfig
     from vmr.pipeline.datasets import StreamConfig, sample_dataset
     from vmr.pipeline.ray_session import quiet_ray_data
-    from vmr.pretraining import PretrainConfig, sample_clip_specs, video_extents
 
     tmp = tempfile.mkdtemp(prefix="vmr-bench-train-")
     args.storage = os.path.join(tmp, "runs")

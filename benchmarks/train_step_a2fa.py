@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 
 from vmr.alignment.transition import transition_points
+from vmr.data.samples import Sample, collate
 from vmr.models.a2fa import A2FA, A2FAConfig, SameConv2d
 from vmr.models.layers import count_parameters
-from vmr.samples import Sample, collate
 
 FEATURES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "features" / "univtg-sample"
 # (label, cnn_channels, custom CPU conv backward); the first is the baseline, the second the model as shipped

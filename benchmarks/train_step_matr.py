@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vmr.data.samples import Sample, collate
 from vmr.models import losses
 from vmr.models.layers import count_parameters
 from vmr.models.matr import MATR, MATRConfig
-from vmr.samples import Sample, collate
 
 FEATURES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "features" / "univtg-sample" / "vid.npz"
 

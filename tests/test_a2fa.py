@@ -7,8 +7,8 @@ import torch
 from torch.func import functional_call
 
 from vmr.alignment.transition import transition_points
+from vmr.data.samples import Sample, collate
 from vmr.models.a2fa import A2FA, A2FAConfig, SameConv2d
-from vmr.samples import Sample, collate
 from vmr.spans import pairwise_iou, temporal_iou
 
 TINY = dict(dim=16, kernel_size=5, cnn_channels=(4, 4), mlp_hidden=8)

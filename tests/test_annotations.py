@@ -439,7 +439,7 @@ def test_files_and_side_files_on_s3(s3_server, shared_data, tmp_path, capsys):
     r = ann.check(f"{base}/activitynet-vrl/val.json")
     assert r.rows == 829 and r.errors == [] and any("length.json" in n for n in r.notes)
 
-    from vmr.store import FeatureStore
+    from vmr.features.store import FeatureStore
 
     store = FeatureStore(f"{base}/features")
     ts = np.arange(20) / 2.0

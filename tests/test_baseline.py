@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from vmr.baseline import CosineBaseline, CosineBaselineConfig, window_scores
-from vmr.samples import Sample, collate
+from vmr.data.samples import Sample, collate
+from vmr.models.baseline import CosineBaseline, CosineBaselineConfig, window_scores
 from vmr.spans import temporal_iou
 
 

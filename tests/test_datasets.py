@@ -11,7 +11,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vmr.datasets import (
+from vmr.data.pretrain_clips import ClipSpec, PretrainConfig, sample_clip_specs, video_extents
+from vmr.data.samples import Sample, collate
+from vmr.data.specs import (
     FeatureCache,
     SpecDataset,
     crop_to_max,
@@ -20,8 +22,6 @@ from vmr.datasets import (
     spec_from_record,
     spec_to_record,
 )
-from vmr.pretraining import ClipSpec, PretrainConfig, sample_clip_specs, video_extents
-from vmr.samples import Sample, collate
 
 MAX_T, MAX_Q = 64, 16
 
@@ -157,7 +157,7 @@ def test_spec_records_round_trip_and_unknown_specs_fail_early(pretraining_store)
 
 
 def test_annotation_pairs_and_sentences_go_through_the_same_dataset(pretraining_store):
-    pairs = pytest.importorskip("vmr.pairs")
+    pairs = pytest.importorskip("vmr.data.pairs")
     pair = pairs.PairSpec(pair_id="p1", query_video="match/a", query_start=2.0, query_end=6.0, target_video="c",
                           target_start=10.0, target_end=70.0, spans=((30.0, 34.0),), action_class="goal",
                           split="train")

@@ -1,4 +1,4 @@
-"""vmr.demo_data: the synthetic match archive is deterministic, its annotations agree with the rendered videos (the
+"""vmr.data.demo: the synthetic match archive is deterministic, its annotations agree with the rendered videos (the
 action is on screen exactly during its annotated span), it reads back with the match-annotation loader, and the
 default archive has the shape the demo and the class-disjoint splits need."""
 from __future__ import annotations
@@ -11,9 +11,9 @@ import pytest
 
 from vmr import cli
 from vmr.annotations import matches
-from vmr.demo_data import ACTION_CLASSES, _plan, _render_video, plan_demo_archive, render_demo_archive
+from vmr.data.demo import ACTION_CLASSES, _plan, _render_video, plan_demo_archive, render_demo_archive
 from vmr.errors import InputError
-from vmr.video import decode_sampled, probe
+from vmr.features.video import decode_sampled, probe
 
 SMALL = dict(n_videos=3, seed=5, duration_range=(24, 30), size=(160, 120), fps=5, length_range=(4.0, 8.0))
 

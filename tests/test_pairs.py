@@ -12,11 +12,21 @@ from hypothesis import strategies as st
 
 from vmr import annotations as ann
 from vmr.annotations.records import ActionInstance, TextMoment
+from vmr.data.pairs import (
+    SPLITS,
+    MatchPairConfig,
+    PairSpec,
+    TextSpec,
+    build_match_pairs,
+    embed_sentences,
+    materialize_pair,
+    materialize_text,
+    pairs_from_records,
+    split_classes,
+    text_specs_from_records,
+)
+from vmr.data.samples import collate
 from vmr.errors import ConfigError, InputError
-from vmr.pairs import (
-    SPLITS, MatchPairConfig, PairSpec, TextSpec, build_match_pairs, embed_sentences, materialize_pair,
-    materialize_text, pairs_from_records, split_classes, text_specs_from_records)
-from vmr.samples import collate
 
 EPS = 1e-6
 
@@ -325,7 +335,7 @@ def test_materialize_pair_errors(make_feature_store):
 
 
 def test_specs_round_trip_through_the_sample_registry(make_feature_store):
-    from vmr.datasets import SpecDataset, spec_from_record, spec_to_record
+    from vmr.data.specs import SpecDataset, spec_from_record, spec_to_record
 
     store = make_feature_store({"m1": 100.0, "m2": 50.0})
     pair = PairSpec("p1", "m1", 10.0, 14.0, "m2", 5.0, 35.0, ((12.0, 20.0),), "goal", "train")
@@ -338,7 +348,7 @@ def test_specs_round_trip_through_the_sample_registry(make_feature_store):
 
 
 def test_text_specs_embedded_and_materialised(shared_data, make_feature_store):
-    from vmr.clip_encoder import ClipEncoder
+    from vmr.features.clip import ClipEncoder
 
     path = shared_data / "annotations" / "qvhighlights" / "highlight_val_release.jsonl"
     records = ann.load(str(path)).records[:6]

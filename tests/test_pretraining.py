@@ -7,8 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vmr import config as vconfig
-from vmr.errors import ConfigError, InputError
-from vmr.pretraining import (
+from vmr.data.pretrain_clips import (
     AUGMENTATIONS,
     ClipSpec,
     PretrainConfig,
@@ -19,8 +18,9 @@ from vmr.pretraining import (
     sample_clip_specs,
     video_extents,
 )
-from vmr.samples import collate
-from vmr.store import FeatureStore, VideoFeatures
+from vmr.data.samples import collate
+from vmr.errors import ConfigError, InputError
+from vmr.features.store import FeatureStore, VideoFeatures
 
 
 def _video(video_id: str, n: int, step: float, offset: float = 0.0, jitter: float = 0.0, dim: int = 16, seed: int = 0):

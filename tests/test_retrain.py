@@ -14,14 +14,21 @@ import pytest
 import yaml
 
 from vmr import storage
-from vmr.demo_data import render_demo_archive
+from vmr.data.demo import render_demo_archive
+from vmr.data.pairs import MatchPairConfig
 from vmr.errors import InputError
-from vmr.pairs import MatchPairConfig
+from vmr.features.settings import FeatureSettings
+from vmr.features.store import FeatureStore
 from vmr.pipeline.retrain import (
-    Ledger, NewAnnotations, RetrainConfig, build_round_pairs, plan_round, read_new_annotations)
-from vmr.store import ExtractSettings, FeatureStore
+    Ledger,
+    NewAnnotations,
+    RetrainConfig,
+    build_round_pairs,
+    plan_round,
+    read_new_annotations,
+)
 
-SETTINGS = ExtractSettings(model="ViT-S-32", pretrained="none", fps=1.0)
+SETTINGS = FeatureSettings(model="ViT-S-32", pretrained="none", fps=1.0)
 
 
 def _fake_extract(store: FeatureStore, video_uri: str, video_id: str, duration: float, settings=SETTINGS) -> None:
@@ -184,14 +191,14 @@ def _champion(tmp_path, tracking_uri: str) -> str:
     import torch
     from mlflow import MlflowClient
 
-    from vmr.checkpoint import save_checkpoint
+    from vmr.models.checkpoint import save_checkpoint
     from vmr.models.matr import MATR, MATRConfig
     from vmr.pipeline.tracking import Tracker
 
     torch.manual_seed(0)
     model = MATR(MATRConfig(in_dim=384, d_model=32, heads=2, ff_dim=64, enc_layers=1, dec_layers=1, queries=4))
     ckpt = tmp_path / "champion0"
-    save_checkpoint(str(ckpt), model, ExtractSettings(model="ViT-S-32", pretrained="none", fps=0.5))
+    save_checkpoint(str(ckpt), model, FeatureSettings(model="ViT-S-32", pretrained="none", fps=0.5))
     tracker = Tracker(tracking_uri, "vmr-bootstrap")
     tracker.start_run("bootstrap", {})
     version = tracker.log_model(str(ckpt), "vmr-matr").version
@@ -203,7 +210,6 @@ def _champion(tmp_path, tracking_uri: str) -> str:
 def _round(cluster, config, tmp_path, name, *overrides):
     import subprocess
     import sys
-
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from vmr.cli import main
-from vmr.localize import Localizer, SearchHit
+from vmr.features.store import FeatureStore
+from vmr.pipeline.search import search_store
+from vmr.search.localizer import Localizer, SearchHit
 from vmr.spans import temporal_iou
-from vmr.store import FeatureStore
 
 torch.set_num_threads(2)
 
@@ -62,11 +63,11 @@ def test_ray_data_search_equals_the_in_process_search(localize_demo, localize_ch
 
     loc = Localizer(localize_checkpoint, localize_demo.store_uri)
     query = localize_demo.store.load("match03").features[4:10]
-    plain = loc.search_details(query, top_k=5, use_ray=False)
+    plain = search_store(loc, query, top_k=5, use_ray=False)
     # a private local cluster: never one that another job started on this machine with `ray start`
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     try:
-        on_ray = loc.search_details(query, top_k=5, use_ray=True)
+        on_ray = search_store(loc, query, top_k=5, use_ray=True)
     finally:
         ray.shutdown()
     assert on_ray.ray and not plain.ray

@@ -1,4 +1,4 @@
-"""vmr.store: the feature store round trip (local and S3), the manifest, re-run checks, mixed settings, failures,
+"""vmr.features.store: the feature store round trip (local and S3), the manifest, re-run checks, mixed settings, failures,
 atomic writes under a killed writer, concurrent writers, video ids, and importing UniVTG-style npz features."""
 from __future__ import annotations
 
@@ -15,17 +15,10 @@ import pytest
 
 from vmr import cli
 from vmr.errors import InputError
-from vmr.store import (
-    EXTRACTOR_VERSION,
-    IMPORTED_EXTRACTOR_VERSION,
-    MANIFEST_KEYS,
-    ExtractSettings,
-    FeatureStore,
-    import_npz_features,
-    video_id_for,
-)
+from vmr.features.settings import EXTRACTOR_VERSION, IMPORTED_EXTRACTOR_VERSION, FeatureSettings
+from vmr.features.store import MANIFEST_KEYS, FeatureStore, import_npz_features, video_id_for
 
-SETTINGS = ExtractSettings("ViT-B-32", "none", 0.5)
+SETTINGS = FeatureSettings("ViT-B-32", "none", 0.5)
 
 
 def _unit(n: int, d: int = 16, seed: int = 0) -> np.ndarray:
@@ -33,7 +26,7 @@ def _unit(n: int, d: int = 16, seed: int = 0) -> np.ndarray:
     return f / np.linalg.norm(f, axis=1, keepdims=True)
 
 
-def _entry(size: int = 1000, etag: str = "e1", settings: ExtractSettings = SETTINGS, **kw) -> dict:
+def _entry(size: int = 1000, etag: str = "e1", settings: FeatureSettings = SETTINGS, **kw) -> dict:
     return dict(source_uri="s3://raw/x.mp4", source_size=size, source_etag=etag, duration=9.7, fps=settings.fps,
                 model=settings.model, pretrained=settings.pretrained, extractor_version=settings.extractor_version, **kw)
 
@@ -108,12 +101,12 @@ def test_is_current_and_mixed_settings(tmp_path):
     assert store.is_current("m", 1000, "e1", SETTINGS)
     assert not store.is_current("m", 1001, "e1", SETTINGS)  # the source changed
     assert not store.is_current("m", 1000, "e2", SETTINGS)
-    assert not store.is_current("m", 1000, "e1", ExtractSettings("ViT-B-32", "none", 1.0))
-    assert not store.is_current("m", 1000, "e1", ExtractSettings("ViT-B-32", "openai", 0.5))
-    assert not store.is_current("m", 1000, "e1", ExtractSettings("ViT-B-32", "none", 0.5, "0"))
+    assert not store.is_current("m", 1000, "e1", FeatureSettings("ViT-B-32", "none", 1.0))
+    assert not store.is_current("m", 1000, "e1", FeatureSettings("ViT-B-32", "openai", 0.5))
+    assert not store.is_current("m", 1000, "e1", FeatureSettings("ViT-B-32", "none", 0.5, "0"))
     assert not store.is_current("other", 1000, "e1", SETTINGS)
 
-    other = ExtractSettings("ViT-B-32", "openai", 0.5)
+    other = FeatureSettings("ViT-B-32", "openai", 0.5)
     store.write("n", np.arange(3) * 2.0, _unit(3), _entry(settings=other))
     with pytest.raises(InputError, match="mixes extraction settings"):
         store.settings()
@@ -121,7 +114,7 @@ def test_is_current_and_mixed_settings(tmp_path):
 
 _WRITER = """
 import sys, numpy as np
-from vmr.store import FeatureStore
+from vmr.features.store import FeatureStore
 store = FeatureStore(sys.argv[1])
 f = np.random.default_rng(0).normal(size=(60000, 64)).astype(np.float32)  # 15 MB per video
 f /= np.linalg.norm(f, axis=1, keepdims=True)

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vmr.checkpoint import check_features, load_model, read_card
+from vmr.features.store import FeatureStore
+from vmr.models.checkpoint import check_features, load_model, read_card
 from vmr.pipeline.tracking import params_from_config
 from vmr.pipeline.workflow import TrainingError, resolve_config, run_workflow
-from vmr.store import FeatureStore
 
 pytestmark = pytest.mark.slow
 
@@ -80,7 +80,7 @@ def _artifacts(client, run_id: str, path: str | None = None) -> set[str]:
 def _steps_per_epoch(workdir) -> int:
     """Optimizer steps per finetuning epoch (1 worker): the train pairs the workflow builds, over the batch size."""
     from vmr import annotations
-    from vmr.pairs import build_match_pairs
+    from vmr.data.pairs import build_match_pairs
 
     cfg, _ = resolve_config("finetune", None, TINY + [f"data.workdir={workdir}"])
     store = FeatureStore(str(workdir / "features"))
@@ -150,11 +150,11 @@ def test_finetune_resumes_after_an_interruption(pretrained, workdir, tmp_path):
     assert r.registered == "models:/vmr-matr/1"
     model, card = load_model("models:/vmr-matr/latest", tracking_uri=r.tracking_uri)
     assert card.kind == "matr" and card.extra["run_name"] == "ft" and not model.training
-    from vmr.checkpoint import FeatureMismatchError
-    from vmr.store import ExtractSettings
+    from vmr.features.settings import FeatureSettings
+    from vmr.models.checkpoint import FeatureMismatchError
 
     with pytest.raises(FeatureMismatchError):
-        check_features(card, ExtractSettings("ViT-B-32", "openai", 0.5))
+        check_features(card, FeatureSettings("ViT-B-32", "openai", 0.5))
 
 
 def test_a_killed_worker_restarts_from_the_last_checkpoint(pretrained, workdir, tmp_path):

@@ -2,29 +2,42 @@
 from __future__ import annotations
 
 import dataclasses
-
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from vmr.checkpoint import (
-    CARD_FILE, FeatureMismatchError, FeatureSettings, check_features, find_checkpoint, load_model, load_train_state,
-    read_card, save_checkpoint,
-)
-from vmr.datasets import SpecDataset, make_loader
+from vmr.data.pretrain_clips import PretrainConfig, sample_clip_specs, video_extents
+from vmr.data.specs import SpecDataset, make_loader
 from vmr.errors import InputError
+from vmr.features.settings import FeatureSettings
+from vmr.features.store import FeatureStore
 from vmr.models.a2fa import A2FA, A2FAConfig
+from vmr.models.checkpoint import (
+    CARD_FILE,
+    FeatureMismatchError,
+    check_features,
+    find_checkpoint,
+    load_model,
+    load_train_state,
+    read_card,
+    save_checkpoint,
+)
 from vmr.models.matr import MATR, MATRConfig
-from vmr.pretraining import PretrainConfig, sample_clip_specs, video_extents
-from vmr.store import ExtractSettings, FeatureStore
-from vmr.training import (
-    TrainConfig, evaluate, evaluate_baseline, lr_factor, make_optimizer, make_scheduler, save_plots, train_one_epoch,
+from vmr.train.loop import (
+    TrainConfig,
+    evaluate,
+    evaluate_baseline,
+    lr_factor,
+    make_optimizer,
+    make_scheduler,
+    save_plots,
+    train_one_epoch,
 )
 
 DIM = 32
-SETTINGS = ExtractSettings(model="ViT-B-32", pretrained="none", fps=1.0)
+SETTINGS = FeatureSettings(model="ViT-B-32", pretrained="none", fps=1.0)
 
 
 def _tiny_matr() -> MATR:
@@ -187,10 +200,10 @@ def test_features_made_otherwise_are_refused(tmp_path, clip_store):
     card = save_checkpoint(str(tmp_path / "ck"), _tiny_matr(), SETTINGS)
     check_features(card, clip_store)  # the store it was trained on: fine
     check_features(card, SETTINGS)
-    for other, what in ((ExtractSettings("ViT-B-32", "openai", 1.0), "pretrained"),
-                        (ExtractSettings("ViT-B-32", "none", 0.5), "fps"),
-                        (ExtractSettings("ViT-L-14", "none", 1.0), "model"),
-                        (ExtractSettings("ViT-B-32", "none", 1.0, "2"), "extractor_version"),
+    for other, what in ((FeatureSettings("ViT-B-32", "openai", 1.0), "pretrained"),
+                        (FeatureSettings("ViT-B-32", "none", 0.5), "fps"),
+                        (FeatureSettings("ViT-L-14", "none", 1.0), "model"),
+                        (FeatureSettings("ViT-B-32", "none", 1.0, "2"), "extractor_version"),
                         (FeatureSettings("ViT-B-32", "none", 1.0, SETTINGS.extractor_version, 768), "dim")):
         with pytest.raises(FeatureMismatchError, match=f"different: {what}") as e:
             check_features(card, other)

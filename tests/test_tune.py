@@ -134,7 +134,7 @@ def test_sweep_tracks_trials_as_children_writes_the_best_config_and_registers_th
     name, version = result["registered"].removeprefix("models:/").split("/")
     mv = client.get_model_version(name, version)
     assert mv.run_id == best_by_mlflow[winner][1] and mv.tags["vmr.trial_id"] == winner
-    from vmr.checkpoint import load_model
+    from vmr.models.checkpoint import load_model
 
     os.environ.setdefault("MLFLOW_TRACKING_URI", demo_sweep["tracking_uri"])
     model, card = load_model(result["registered"])

@@ -1,4 +1,4 @@
-"""vmr.video on real files: third-party videos (mp4/h264 with audio, mkv, the tiny carphone), a variable-frame-rate
+"""vmr.features.video on real files: third-party videos (mp4/h264 with audio, mkv, the tiny carphone), a variable-frame-rate
 video written here, and every kind of bad file, each made by the test."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from vmr.errors import InputError
-from vmr.video import DecodeError, decode_sampled, iter_sampled_frames, probe, sample_times
+from vmr.features.video import DecodeError, decode_sampled, iter_sampled_frames, probe, sample_times
 
 REAL = [
     "intel-sample-videos/car-detection.mp4",  # 12.5 fps, h264 + audio

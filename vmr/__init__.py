@@ -4,7 +4,7 @@ The library (this package, without ``vmr.pipeline``) is plain NumPy/PyTorch and 
 """
 __version__ = "0.1.0"
 
-_LAZY = {"Localizer": "vmr.localize", "Moment": "vmr.localize", "SearchHit": "vmr.localize"}
+_LAZY = {"Localizer": "vmr.search.localizer", "Moment": "vmr.search.localizer", "SearchHit": "vmr.search.localizer"}
 
 
 def __getattr__(name: str):

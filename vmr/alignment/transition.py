@@ -21,7 +21,7 @@ so ``[bL, bR]`` is exactly the set of frames assigned to the anchor (what Eqs. 5
 always inside, and the result is symmetric under reversing time. Ties go to the wider segment (smallest ``bL``,
 largest ``bR``).
 
-Rows are 0-based here (the paper's are 1-based). Padding must be trailing (as :func:`vmr.samples.collate` lays it
+Rows are 0-based here (the paper's are 1-based). Padding must be trailing (as :func:`vmr.data.samples.collate` lays it
 out); padded rows never enter a sum and ``n - 1`` is each item's last *valid* row.
 """
 from __future__ import annotations

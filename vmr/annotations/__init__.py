@@ -16,7 +16,14 @@ from typing import Any
 
 from vmr.annotations.detect import FORMATS, guess_file_format
 from vmr.annotations.records import (
-    ActionInstance, Annotations, LoadReport, TextMoment, VideoIndex, VideoInfo, VideoPair)
+    ActionInstance,
+    Annotations,
+    LoadReport,
+    TextMoment,
+    VideoIndex,
+    VideoInfo,
+    VideoPair,
+)
 from vmr.errors import InputError
 
 _MODULES = {
@@ -40,10 +47,10 @@ def format_module(fmt: str):
 
 
 def video_index(store: Any) -> VideoIndex:
-    """A :class:`VideoIndex` over a feature store (a :class:`vmr.store.FeatureStore` or its URI). An empty or missing
+    """A :class:`VideoIndex` over a feature store (a :class:`vmr.features.store.FeatureStore` or its URI). An empty or missing
     store is an :class:`InputError`: every row would otherwise fail with 'not in the feature store'."""
     if isinstance(store, str):
-        from vmr.store import FeatureStore
+        from vmr.features.store import FeatureStore
 
         store = FeatureStore(store)
     if len(store) == 0:

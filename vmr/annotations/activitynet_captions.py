@@ -15,8 +15,19 @@ the duration by up to 0.01 s (clipped, counted). Duplicates are identical (video
 from __future__ import annotations
 
 from vmr.annotations.records import (
-    OVERRUN_TOLERANCE, Annotations, LoadReport, RowError, SpanChecker, TextMoment, VideoIndex, collect, parse_seconds,
-    parse_span, read_json_document, read_text)
+    OVERRUN_TOLERANCE,
+    Annotations,
+    LoadReport,
+    RowError,
+    SpanChecker,
+    TextMoment,
+    VideoIndex,
+    collect,
+    parse_seconds,
+    parse_span,
+    read_json_document,
+    read_text,
+)
 from vmr.errors import InputError
 
 FORMAT = "activitynet-captions"

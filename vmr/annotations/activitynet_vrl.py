@@ -17,7 +17,7 @@ store's manifest (whose own ``fps`` is the feature sampling rate, not the source
 :class:`VrlRecord` index records (this is what ``vmr annotations check`` does without ``--store``).
 
 Loaded records: ``ActionInstance(video_id, action_class=str(label), start, end, context=(window start, window end))``.
-Pairs are built by :func:`vmr.pairs.pairs_from_records` (query = one instance, target = another instance's window).
+Pairs are built by :func:`vmr.data.pairs.pairs_from_records` (query = one instance, target = another instance's window).
 ``line`` is the 1-based record number (the files are one-line JSON documents); messages name the video.
 Store ids are the ``id`` values, optionally under ``video_id_prefix`` (e.g. ``"v_"`` for ``v_{id}.mp4`` files).
 """
@@ -28,8 +28,17 @@ from typing import Mapping
 
 from vmr import storage
 from vmr.annotations.records import (
-    OVERRUN_TOLERANCE, ActionInstance, Annotations, LoadReport, RowError, SpanChecker, VideoIndex, collect,
-    read_json_document, read_text)
+    OVERRUN_TOLERANCE,
+    ActionInstance,
+    Annotations,
+    LoadReport,
+    RowError,
+    SpanChecker,
+    VideoIndex,
+    collect,
+    read_json_document,
+    read_text,
+)
 from vmr.errors import InputError
 
 FORMAT = "activitynet-vrl"

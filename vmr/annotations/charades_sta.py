@@ -18,8 +18,18 @@ import io
 
 from vmr import storage
 from vmr.annotations.records import (
-    OVERRUN_TOLERANCE, Annotations, LoadReport, RowError, SpanChecker, TextMoment, VideoIndex, VideoInfo, collect,
-    parse_seconds, read_text)
+    OVERRUN_TOLERANCE,
+    Annotations,
+    LoadReport,
+    RowError,
+    SpanChecker,
+    TextMoment,
+    VideoIndex,
+    VideoInfo,
+    collect,
+    parse_seconds,
+    read_text,
+)
 from vmr.errors import InputError
 
 FORMAT = "charades-sta"

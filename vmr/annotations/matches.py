@@ -11,7 +11,7 @@ Extra columns (notes, annotator) are allowed and ignored. Classes are checked ag
 no store, ranges are only checked for ``0 <= start < end`` and the rows counted as unchecked.
 
 Duplicates are identical (video, class, start, end) rows; counted and dropped unless ``dedupe=False``.
-Pairs are built from these instances by :func:`vmr.pairs.build_match_pairs`.
+Pairs are built from these instances by :func:`vmr.data.pairs.build_match_pairs`.
 """
 from __future__ import annotations
 
@@ -21,8 +21,17 @@ from typing import Iterable
 
 from vmr import storage
 from vmr.annotations.records import (
-    OVERRUN_TOLERANCE, ActionInstance, Annotations, LoadReport, RowError, SpanChecker, VideoIndex, collect,
-    parse_seconds, read_text)
+    OVERRUN_TOLERANCE,
+    ActionInstance,
+    Annotations,
+    LoadReport,
+    RowError,
+    SpanChecker,
+    VideoIndex,
+    collect,
+    parse_seconds,
+    read_text,
+)
 from vmr.errors import InputError
 
 FORMAT = "matches"

@@ -17,8 +17,18 @@ from __future__ import annotations
 import json
 
 from vmr.annotations.records import (
-    OVERRUN_TOLERANCE, Annotations, LoadReport, RowError, SpanChecker, TextMoment, VideoIndex, collect, parse_seconds,
-    parse_span, read_text)
+    OVERRUN_TOLERANCE,
+    Annotations,
+    LoadReport,
+    RowError,
+    SpanChecker,
+    TextMoment,
+    VideoIndex,
+    collect,
+    parse_seconds,
+    parse_span,
+    read_text,
+)
 
 FORMAT = "qvhighlights"
 REQUIRED = ("qid", "query", "duration", "vid")

@@ -8,7 +8,7 @@ Records (immutable; ``line`` says where in the file the record came from, see :c
                    the target video (optionally a window of it), the ground-truth span(s) in the target, the class.
 ``ActionInstance`` one labelled action (match annotations, ActivityNet-VRL): video, class, ``[start, end)``; ``context``
                    is the window the instance was annotated inside, when the format has one (ActivityNet-VRL's
-                   ``location``). Pairs are *built* from instances (:mod:`vmr.pairs`).
+                   ``location``). Pairs are *built* from instances (:mod:`vmr.data.pairs`).
 ``TextMoment``     a sentence and the span(s) of its video it describes (QVHighlights, Charades-STA, ActivityNet
                    Captions); ``spans`` may be empty for test files released without ground truth.
 
@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from vmr.errors import InputError
+from vmr.errors import InputError, RowError
 
 #: An annotated end at most this many seconds past the video's duration is clipped to the duration and counted in
 #: :attr:`LoadReport.clipped`; further past is an error. Chosen from the real data: Charades-STA's test sentences overrun
@@ -156,10 +156,6 @@ class Annotations:
         return len(self.records)
 
 
-class RowError(ValueError):
-    """A problem with one row; the loader records it with the row's line."""
-
-
 @dataclass(frozen=True)
 class VideoInfo:
     """What is known about one video: its ``duration`` in seconds (``None`` where unknown)."""
@@ -195,7 +191,7 @@ class VideoIndex:
 
     @classmethod
     def from_store(cls, store: Any) -> "VideoIndex":
-        """From a :class:`vmr.store.FeatureStore` (its manifest entries' ``duration``; the manifest's ``fps`` is the
+        """From a :class:`vmr.features.store.FeatureStore` (its manifest entries' ``duration``; the manifest's ``fps`` is the
         feature sampling rate, not the source's frame rate, so it is not used here)."""
 
         def lookup(video_id: str) -> VideoInfo | None:

@@ -26,8 +26,17 @@ import re
 
 from vmr import storage
 from vmr.annotations.records import (
-    OVERRUN_TOLERANCE, Annotations, LoadReport, RowError, SpanChecker, VideoIndex, VideoPair, collect, parse_seconds,
-    read_text)
+    OVERRUN_TOLERANCE,
+    Annotations,
+    LoadReport,
+    RowError,
+    SpanChecker,
+    VideoIndex,
+    VideoPair,
+    collect,
+    parse_seconds,
+    read_text,
+)
 from vmr.errors import InputError
 
 FORMAT = "sportsmoments"

@@ -1,7 +1,7 @@
 """``vmr demo-data --out URI``: render the synthetic demo match archive (videos + match annotations).
 
 Writes ``{out}/videos/matchNN.mp4`` and ``{out}/annotations/matches.csv`` (``video_id,action_class,start,end`` in
-seconds) plus ``{out}/annotations/classes.txt``. The same --seed gives the same archive. See vmr.demo_data.
+seconds) plus ``{out}/annotations/classes.txt``. The same --seed gives the same archive. See vmr.data.demo.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def run(args) -> int:
     import json
     import sys
 
-    from vmr.demo_data import render_demo_archive
+    from vmr.data.demo import render_demo_archive
 
     result = render_demo_archive(
         args.out, n_videos=args.videos, seed=args.seed, duration_range=(args.min_seconds, args.max_seconds),

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 
+from vmr.features.settings import DEFAULT_MODEL
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("embed-text", help="CLIP sentence embeddings for text queries",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sentences", nargs="+", metavar="SENTENCE", help="one or more sentences (quote each)")
-    p.add_argument("--model", default="ViT-B-32", help="open_clip model name (default: %(default)s)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="open_clip model name (default: %(default)s)")
     p.add_argument("--pretrained", default="none",
                    help="open_clip tag (openai, ...), a checkpoint path or URI, or none = random weights (default)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights with --pretrained none")
@@ -25,8 +27,8 @@ def register(subparsers) -> None:
 def run(args) -> int:
     import json
 
-    from vmr.clip_encoder import ClipEncoder
     from vmr.errors import InputError
+    from vmr.features.clip import ClipEncoder
 
     if any(not s.strip() for s in args.sentences):
         raise InputError("empty sentence")

@@ -25,7 +25,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     import json
 
-    from vmr.store import import_npz_features
+    from vmr.features.store import import_npz_features
 
     ids = import_npz_features(args.src, args.out, args.clip_seconds, args.model, args.pretrained)
     if args.json:

@@ -4,13 +4,15 @@ The target is a video id of the feature store (--store) or a video file (path or
 when the store holds that file, otherwise it is extracted now. --model takes an MLflow model URI
 (models:/vmr-matr@champion, models:/vmr-matr/latest, runs:/<id>/model; MLFLOW_TRACKING_URI says where), a checkpoint
 path or URI (local, s3://, gs://), or 'baseline' (the training-free cosine baseline). Long targets are searched in
-sliding windows of the model's training length (see vmr.localize). Exit code 0, or 2 with a one-line error for bad
+sliding windows of the model's training length (see vmr.search.localizer). Exit code 0, or 2 with a one-line error for bad
 input (missing or unsupported files, a query longer than the target, features made otherwise than the model's).
 """
 from __future__ import annotations
 
 import argparse
 import sys
+
+from vmr.features.settings import DEFAULT_MODEL as DEFAULT_CLIP_MODEL
 
 DEFAULT_MODELS = {"video": "models:/vmr-matr@champion", "text": "models:/vmr-a2fa@champion"}
 
@@ -31,7 +33,7 @@ def add_common(p: argparse.ArgumentParser, top_k: int) -> None:
     p.add_argument("--overlap-s", type=float, default=None, help="window overlap in seconds (default half a window)")
     p.add_argument("--device", default=None, help="torch device (default cuda when available, else cpu)")
     p.add_argument("--clip-model", default=None,
-                   help="baseline without a feature store only: CLIP model to embed videos with (default ViT-B-32)")
+                   help=f"baseline without a feature store only: CLIP model to embed videos with (default {DEFAULT_CLIP_MODEL})")
     p.add_argument("--pretrained", default=None,
                    help="baseline without a feature store only: CLIP weights (default openai; 'none' = random)")
     p.add_argument("--fps", type=float, default=None,
@@ -52,9 +54,9 @@ def register(subparsers) -> None:
 
 
 def make_localizer(args, store: str | None):
-    """A :class:`vmr.localize.Localizer` from the shared options (raises ConfigError for bad combinations)."""
+    """A :class:`vmr.search.localizer.Localizer` from the shared options (raises ConfigError for bad combinations)."""
     from vmr.errors import ConfigError
-    from vmr.localize import Localizer, default_feature_settings
+    from vmr.search.localizer import Localizer, default_feature_settings
 
     model = args.model or DEFAULT_MODELS["text" if args.text is not None else "video"]
     features = None
@@ -92,7 +94,7 @@ def run(args) -> int:
                                   curve=bool(args.plot))
     _notices(loc)
     if args.plot:
-        from vmr.plots import plot_localization
+        from vmr.search.plots import plot_localization
 
         plot_localization(result, args.plot, gt=tuple(args.gt) if args.gt else None,
                           title=f"{loc.kind} model: {loc.source}")

@@ -28,10 +28,11 @@ def run(args) -> int:
     import json
 
     from vmr.commands.localize import _notices, make_localizer
+    from vmr.pipeline.search import search_store
 
     loc = make_localizer(args, args.corpus)
-    result = loc.search_details(args.query, args.corpus, args.top_k, text=args.text, use_ray=args.use_ray,
-                                progress=lambda s: print(s, file=sys.stderr, flush=True))
+    result = search_store(loc, args.query, args.corpus, args.top_k, text=args.text, use_ray=args.use_ray,
+                          progress=lambda s: print(s, file=sys.stderr, flush=True))
     _notices(loc)
     if args.json:
         print(json.dumps({"corpus": args.corpus, "model": loc.source, "videos": result.videos,

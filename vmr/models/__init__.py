@@ -3,7 +3,7 @@
 Every model follows one interface, so training, evaluation and inference treat them alike:
 
 ``forward(batch) -> dict[str, Tensor]``
-    ``batch`` is the padded layout of :func:`vmr.samples.collate`.
+    ``batch`` is the padded layout of :func:`vmr.data.samples.collate`.
 ``loss(out, batch) -> dict[str, Tensor]``
     scalar tensors, one per loss term, plus ``"total"`` (the weighted sum that is back-propagated).
 ``predict(out, batch, top_k=5) -> list[np.ndarray]``

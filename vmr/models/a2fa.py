@@ -2,7 +2,7 @@
 detection (Tan et al., "Anchor-Aware Similarity Cohesion in Target Frames Enables Predicting Temporal Moment
 Boundaries in 2D"). Equation numbers below are the paper's.
 
-Batch (:func:`vmr.samples.collate`): ``target`` (B, M, D) L2-normalised frame features, one row per sampled frame
+Batch (:func:`vmr.data.samples.collate`): ``target`` (B, M, D) L2-normalised frame features, one row per sampled frame
 (the paper's N is our M), ``target_mask`` (B, M); ``query`` (B, Nq, D) with ``query_mask``: the CLIP sentence
 embedding, one row per item.
 

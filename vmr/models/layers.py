@@ -2,7 +2,7 @@
 layers (positional encodings added to queries and keys of every attention), masked temporal conv heads, Xavier init.
 
 Shapes use B = batch, L = sequence rows, D/d = channels. Masks are bool with True = a real row (the layout of
-:func:`vmr.samples.collate`); ``nn.MultiheadAttention`` wants the opposite (True = ignore), which these layers
+:func:`vmr.data.samples.collate`); ``nn.MultiheadAttention`` wants the opposite (True = ignore), which these layers
 convert internally so callers never flip masks themselves.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """MATR, the Moment Alignment TRansformer (Kumar et al., "Aligning Moments in Time using Video Queries"): find the
 moment of a target video that matches a query video clip.
 
-Data flow for one batch (layout of :func:`vmr.samples.collate`; B items, M target rows, N query rows, d channels)::
+Data flow for one batch (layout of :func:`vmr.data.samples.collate`; B items, M target rows, N query rows, d channels)::
 
     target (B, M, 512), query (B, N, 512)                      CLIP ViT-B/32 frame features, one row per 2 s
       -> shared InputProjection -> E_t (B, M, d), E_q (B, N, d)  ... pre-fusion soft-DTW loss on (E_t, E_q)
@@ -118,7 +118,7 @@ class MATRConfig:
 
 
 class MATR(nn.Module):
-    """MATR over padded batches of :func:`vmr.samples.collate` (see the module docstring for the data flow and the
+    """MATR over padded batches of :func:`vmr.data.samples.collate` (see the module docstring for the data flow and the
     documented choices). ``forward(batch)`` returns:
 
     * ``fg_logits`` (B, M): foreground logit per target row (probability = sigmoid)
@@ -219,15 +219,15 @@ class MATR(nn.Module):
         if self.config.fusion == "attend":
             ctx = self.fuse(t_g + pos_t[None], t_l + slots_pos, t_l, need_weights=False)[0]  # (B, M, d)
             return torch.cat([t_g, self.fuse_norm(ctx)], dim=-1), tmask
-        # literal: per item, [its real target rows; the l decoder rows; zeros]
+        # literal: per item, [its real target rows; the n_dec decoder rows; zeros]
         B, M, d = t_g.shape
-        l = t_l.shape[1]
-        p = torch.arange(M + l, device=t_g.device)[None].expand(B, -1)
+        n_dec = t_l.shape[1]
+        p = torch.arange(M + n_dec, device=t_g.device)[None].expand(B, -1)
         n = t_len[:, None]
-        src_row = torch.where(p < n, p, torch.where(p < n + l, M + p - n, torch.zeros_like(p)))
+        src_row = torch.where(p < n, p, torch.where(p < n + n_dec, M + p - n, torch.zeros_like(p)))
         src = torch.cat([t_g, t_l], dim=1)
         feats = src.gather(1, src_row[..., None].expand(-1, -1, d))
-        return feats, p < n + l
+        return feats, p < n + n_dec
 
     # --------------------------------------------------------------------- loss
     def boundary_targets(self, batch: dict, M: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,6 +1,6 @@
 """Ray Data datasets of training samples for Ray Train workers.
 
-A dataset starts as rows of specs (:func:`vmr.datasets.spec_to_record`: cheap to shuffle and split), and an actor pool
+A dataset starts as rows of specs (:func:`vmr.data.specs.spec_to_record`: cheap to shuffle and split), and an actor pool
 (:class:`MaterializeBatch`, each actor with its own LRU cache of loaded videos) turns them into padded, fixed-shape
 numpy columns: every row has the same shape, so Ray Data can re-batch freely and every training batch has one shape.
 
@@ -14,9 +14,9 @@ On a Ray Train worker::
 
     shard = ray.train.get_dataset_shard("train")
     for batch in shard.iter_torch_batches(batch_size=32, collate_fn=ModelBatchCollate(device)):
-        out = model(batch)   # exactly the layout of vmr.samples.collate(samples, max_target, max_query)
+        out = model(batch)   # exactly the layout of vmr.data.samples.collate(samples, max_target, max_query)
 
-(:func:`iter_model_batches` is the same call.) The rows are made by :func:`vmr.samples.collate` itself and
+(:func:`iter_model_batches` is the same call.) The rows are made by :func:`vmr.data.samples.collate` itself and
 :func:`to_model_batch` trims the span padding back to the batch's largest span count, so a batch equals ``collate`` of
 the same samples, bit for bit.
 """
@@ -32,8 +32,8 @@ import ray
 import torch
 from ray.data.collate_fn import NumpyBatchCollateFn
 
-from vmr.datasets import FeatureCache, crop_to_max, materialize, spec_from_record, spec_to_record
-from vmr.samples import collate
+from vmr.data.samples import collate
+from vmr.data.specs import FeatureCache, crop_to_max, materialize, spec_from_record, spec_to_record
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class MaterializeBatch:
 
 
 def padded_columns(samples: list, max_target: int, max_query: int, max_spans: int) -> dict[str, np.ndarray]:
-    """Samples -> fixed-shape numpy columns: :func:`vmr.samples.collate` with spans padded to ``max_spans``."""
+    """Samples -> fixed-shape numpy columns: :func:`vmr.data.samples.collate` with spans padded to ``max_spans``."""
     b = collate(samples, max_target=max_target, max_query=max_query)
     out = {k: b[k].numpy() for k in TENSOR_COLUMNS}
     k = out["spans"].shape[1]
@@ -133,7 +133,7 @@ def sample_dataset(specs: Sequence, store, config: StreamConfig, shuffle_seed: i
 
 
 def to_model_batch(batch: dict[str, np.ndarray]) -> dict:
-    """A numpy batch of padded rows -> the :func:`vmr.samples.collate` layout (CPU torch tensors, id lists), with the
+    """A numpy batch of padded rows -> the :func:`vmr.data.samples.collate` layout (CPU torch tensors, id lists), with the
     span padding trimmed to the batch's largest span count (at least 1), as ``collate`` pads it."""
     out = {}
     for key in TENSOR_COLUMNS:

@@ -46,11 +46,12 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from vmr.errors import ConfigError, InputError
-from vmr.extraction import (
+from vmr.features.extraction import (
     FramePreprocessor,
     VideoJob,
     failure_reason,
@@ -61,9 +62,10 @@ from vmr.extraction import (
     preprocess_config,
     spilled,
 )
+from vmr.features.settings import DEFAULT_FPS, DEFAULT_MODEL, DEFAULT_PRETRAINED, FeatureSettings
+from vmr.features.store import FeatureStore
+from vmr.features.video import DecodeError, probe
 from vmr.pipeline.ray_session import ensure_ray, quiet_ray_data
-from vmr.store import ExtractSettings, FeatureStore
-from vmr.video import DecodeError, probe
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +96,9 @@ class ExtractConfig:
 
     videos: str = ""
     out: str = ""
-    fps: float = 0.5
-    model: str = "ViT-B-32"
-    pretrained: str = "openai"
+    fps: float = DEFAULT_FPS
+    model: str = DEFAULT_MODEL
+    pretrained: str = DEFAULT_PRETRAINED
     batch_size: int | None = None
     num_gpus: float | None = None
     max_actors: int | None = None
@@ -107,8 +109,16 @@ class ExtractConfig:
     seed: int = 0
     strict: bool = False
 
-    def settings(self) -> ExtractSettings:
-        return ExtractSettings(model=self.model, pretrained=self.pretrained, fps=float(self.fps))
+    @classmethod
+    def for_features(cls, videos: str, out: str, features: Any, **options) -> "ExtractConfig":
+        """An extraction of ``videos`` into the store ``out`` with the CLIP model, weights and sampling rate of
+        ``features`` (a workflow's ``FeaturesConfig``, a :class:`FeatureSettings`, anything with those attributes);
+        ``options`` set the other fields."""
+        return cls(videos=videos, out=out, fps=float(features.fps), model=str(features.model),
+                   pretrained=str(features.pretrained), **options)
+
+    def settings(self) -> FeatureSettings:
+        return FeatureSettings(model=self.model, pretrained=self.pretrained, fps=float(self.fps))
 
     def validate(self) -> None:
         if not self.videos:
@@ -243,7 +253,7 @@ class ClipActor:
     def __init__(self, model: str, pretrained: str, seed: int, device: str, threads: int):
         import torch
 
-        from vmr.clip_encoder import ClipEncoder
+        from vmr.features.clip import ClipEncoder
 
         if device == "cpu":
             torch.set_num_threads(max(1, threads))
@@ -265,7 +275,7 @@ class ClipActor:
 class _Assembler:
     """Driver side: gathers frame embeddings per video and writes each video once its last frame is in."""
 
-    def __init__(self, store: FeatureStore, jobs: dict[str, VideoJob], settings: ExtractSettings):
+    def __init__(self, store: FeatureStore, jobs: dict[str, VideoJob], settings: FeatureSettings):
         self.store, self.jobs, self.settings = store, jobs, settings
         self.rows: dict[str, dict[int, tuple[float, np.ndarray]]] = {}
         self.count: dict[str, int] = {}
@@ -318,7 +328,7 @@ class _Assembler:
 
     def close(self) -> None:
         """Videos with no outcome: their decode task or actor crashed (Ray Data dropped the block)."""
-        for vid, job in self.jobs.items():
+        for vid, _job in self.jobs.items():
             if vid not in self.finished:
                 got = len(self.rows.get(vid, {}))
                 want = self.count.get(vid)
@@ -326,15 +336,15 @@ class _Assembler:
                                 "(a decode task or CLIP actor crashed)")
 
 
-def _check_store_settings(store: FeatureStore, settings: ExtractSettings, todo: set[str]) -> None:
+def _check_store_settings(store: FeatureStore, settings: FeatureSettings, todo: set[str]) -> None:
     """Refuse to mix extraction settings in one store: videos stored with other settings must all be redone by
     this run (e.g. a new fps over the same videos), else the store would mix incomparable features."""
-    stale = [vid for vid, e in store.entries().items() if ExtractSettings.from_entry(e) != settings and vid not in todo]
+    stale = [vid for vid, e in store.entries().items() if not FeatureSettings.from_entry(e).matches(settings) and vid not in todo]
     if stale:
         e = store.entry(stale[0])
         raise InputError(
             f"feature store {store.uri} holds {len(stale)} videos extracted with other settings "
-            f"({ExtractSettings.from_entry(e)}, e.g. {stale[0]}) that this run would not redo; "
+            f"({FeatureSettings.from_entry(e)}, e.g. {stale[0]}) that this run would not redo; "
             f"use another --out for {settings}"
         )
 
@@ -343,7 +353,7 @@ def _check_store_settings(store: FeatureStore, settings: ExtractSettings, todo: 
 def _check_weights(model: str, pretrained: str, seed: int) -> tuple[str, dict]:
     """Load the CLIP model once in the driver (cached per process): fails fast on a bad model name or checkpoint,
     and gives the random-weights notice and the preprocessing config the decode tasks need."""
-    from vmr.clip_encoder import ClipEncoder
+    from vmr.features.clip import ClipEncoder
 
     encoder = ClipEncoder(model, pretrained, device="cpu", seed=seed, warn=False)
     return encoder.notice(), preprocess_config(encoder)

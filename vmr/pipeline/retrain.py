@@ -9,12 +9,12 @@ What the operator (or the recording system) uploads::
                                            video_id,action_class,start,end (seconds), one action instance per line
     {incoming}/annotations/classes.txt     optional class list the rows are checked against
 
-(the layout :func:`vmr.demo_data.render_demo_archive` writes, so a rendered demo archive is valid incoming footage).
+(the layout :func:`vmr.data.demo.render_demo_archive` writes, so a rendered demo archive is valid incoming footage).
 
 What is *new*:
 
 - a video is new when the feature store's manifest has no current entry for it (same source size and etag, same
-  extraction settings): :func:`vmr.extraction.plan_extraction`, the test ``vmr extract`` skips by. A video that failed
+  extraction settings): :func:`vmr.features.extraction.plan_extraction`, the test ``vmr extract`` skips by. A video that failed
   to decode as bad input is remembered with its etag in the ledger and not retried until the file changes (an
   infrastructure error is retried next round).
 - an annotation file is new when the ledger has not consumed it at its current etag. A consumed file that changes is
@@ -37,7 +37,7 @@ A round (:func:`run_retrain`)::
     finetune     the finetune workflow from the champion's weights and architecture on the train pairs of the new
                  instances (val pairs for checkpoint selection); an MLflow child run of the round's run; the best
                  checkpoint is registered as a new version (the challenger) whatever the outcome
-    decide       champion and challenger scored with vmr.training.evaluate on the same held-out pairs; the alias moves
+    decide       champion and challenger scored with vmr.train.loop.evaluate on the same held-out pairs; the alias moves
                  to the challenger only if it beats the champion on ``metric`` by more than ``min_improvement``
     record       both scores (champion/*, challenger/*), the decision (tag vmr.retrain.decision), round.json; then
                  the ledger
@@ -62,8 +62,8 @@ from typing import Callable, Literal
 
 from vmr import storage
 from vmr.annotations.records import ActionInstance
+from vmr.data.pairs import MatchPairConfig
 from vmr.errors import ConfigError, InputError
-from vmr.pairs import MatchPairConfig
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ class Ledger:
 
 @dataclass
 class RetrainPlan:
-    """What a round would consume: ``new_videos`` (:class:`vmr.extraction.VideoJob` to extract), ``known_bad``
+    """What a round would consume: ``new_videos`` (:class:`vmr.features.extraction.VideoJob` to extract), ``known_bad``
     (video URIs skipped: they failed as bad input at this etag before), ``current_videos`` (ids already in the store),
     ``new_files`` (annotation :class:`vmr.storage.FileInfo` new or changed since consumed) and ``seen_files``
     (annotation files already consumed at their etag)."""
@@ -218,33 +218,22 @@ def _list(uri: str, extensions) -> list[storage.FileInfo]:
 
 def plan_round(cfg: RetrainConfig, ledger: Ledger, store, settings=None) -> RetrainPlan:
     """Compare ``incoming/`` with the store's manifest and the ledger (module docstring). ``store``: a
-    :class:`vmr.store.FeatureStore`; ``settings``: the :class:`vmr.store.ExtractSettings` new footage is extracted
+    :class:`vmr.features.store.FeatureStore`; ``settings``: the :class:`vmr.features.settings.FeatureSettings` new footage is extracted
     with (default: the store's own; an empty store makes every video new)."""
-    from vmr.extraction import VideoJob
-    from vmr.store import ExtractSettings, video_id_for
-    from vmr.video import VIDEO_EXTENSIONS
+    from vmr.features.extraction import plan_extraction
+    from vmr.features.settings import FeatureSettings
 
     plan = RetrainPlan()
-    videos = _list(cfg.videos_uri, VIDEO_EXTENSIONS)
     if settings is None:
-        settings = store.settings() or ExtractSettings(model="", pretrained="", fps=1.0)
-    entries = store.entries() if videos else {}
-    by_id: dict[str, storage.FileInfo] = {}
-    for f in videos:
-        vid = video_id_for(f.uri, cfg.videos_uri)
-        if vid in by_id:
-            raise InputError(f"{by_id[vid].uri} and {f.uri} would both be stored as video {vid!r}; rename one")
-        by_id[vid] = f
-        e = entries.get(vid)
-        current = (e is not None and int(e.get("source_size", -1)) == f.size and str(e.get("source_etag")) == f.etag
-                   and ExtractSettings.from_entry(e) == settings)
-        bad = ledger.bad_videos.get(f.uri)
-        if current:
-            plan.current_videos.append(vid)
-        elif bad is not None and bad.get("etag") == f.etag:
-            plan.known_bad.append(f.uri)
+        settings = store.settings() or FeatureSettings()  # an empty store: every video is new whatever the settings
+    videos = plan_extraction(cfg.videos_uri, store, settings, allow_empty=True)
+    plan.current_videos.extend(videos.skipped)
+    for job in videos.todo:
+        bad = ledger.bad_videos.get(job.uri)
+        if bad is not None and bad.get("etag") == job.etag:
+            plan.known_bad.append(job.uri)
         else:
-            plan.new_videos.append(VideoJob(uri=f.uri, video_id=vid, size=f.size, etag=f.etag))
+            plan.new_videos.append(job)
     for f in _list(cfg.annotations_uri, ANNOTATION_EXTENSIONS):
         if ledger.files.get(f.uri) == f.etag:
             plan.seen_files.append(f.uri)
@@ -309,13 +298,13 @@ def _instance_key(video_id: str, action_class: str, start: float, end: float) ->
 def build_round_pairs(ledger: Ledger, new: NewAnnotations, replaced_files: set[str], store,
                       cfg: RetrainConfig) -> RoundPairs:
     """Pairs over every instance seen so far (the ledger's, minus those of ``replaced_files``, plus ``new``), with
-    the ledger's classes pinned to their splits (new classes are dealt out by :func:`vmr.pairs.split_classes`).
+    the ledger's classes pinned to their splits (new classes are dealt out by :func:`vmr.data.pairs.split_classes`).
 
     ``train``: with ``train_on="new"`` the train pairs whose query is a new instance, else all train pairs; ``val``:
     all val pairs; ``heldout``: all pairs of ``cfg.eval_split``. Pairs are deterministic for ``cfg.pairs.seed``, so a
     held-out pair of an old instance is the same pair in every round (unless new footage offers its class a new
     target window)."""
-    from vmr.pairs import build_match_pairs
+    from vmr.data.pairs import build_match_pairs
 
     old = ledger.action_instances(exclude_files=replaced_files)
     fresh = [ActionInstance(video_id=r["video_id"], action_class=r["action_class"], start=r["start"], end=r["end"])
@@ -384,7 +373,7 @@ def _champion_version(client, name: str, alias: str):
 
 def _extract_settings(card):
     """The extraction settings of the champion's features (new footage must be embedded the same way)."""
-    from vmr.store import EXTRACTOR_VERSION
+    from vmr.features.settings import EXTRACTOR_VERSION
 
     f = card.features
     if f.extractor_version != EXTRACTOR_VERSION:
@@ -395,7 +384,7 @@ def _extract_settings(card):
 
 
 def _heldout_loader(specs: list, store, wcfg):
-    from vmr.datasets import SpecDataset, make_loader
+    from vmr.data.specs import SpecDataset, make_loader
 
     st = wcfg.data.stream
     ds = SpecDataset(specs, store, max_target=st.max_target, max_query=st.max_query, crop=st.crop, seed=st.seed)
@@ -412,7 +401,7 @@ def _model_overrides(card) -> list[str]:
 def run_retrain(cfg: RetrainConfig, *, announce: Callable[[str], None] = print) -> RetrainResult:
     """One retraining round (see the module docstring). Raises :class:`InputError` for bad input (no champion, bad
     annotation rows with ``on_annotation_error=fail``, no held-out pairs); nothing is consumed then."""
-    from vmr.store import FeatureStore
+    from vmr.features.store import FeatureStore
 
     began = time.perf_counter()
     cfg.validate()
@@ -423,9 +412,10 @@ def run_retrain(cfg: RetrainConfig, *, announce: Callable[[str], None] = print) 
         return RetrainResult(status="nothing_new", message=plan.describe(), seconds=time.perf_counter() - began)
     announce(plan.describe())
 
-    from vmr.checkpoint import check_features, load_model
     from vmr.config import to_dict
-    from vmr.pipeline.tracking import Tracker, download_model, resolve_tracking_uri
+    from vmr.models.checkpoint import check_features, load_model
+    from vmr.pipeline.model_download import download_model
+    from vmr.pipeline.tracking import Tracker, resolve_tracking_uri
 
     tracking_uri = resolve_tracking_uri(cfg.tracking_uri, cfg.workdir)
     tracker = Tracker(tracking_uri, cfg.experiment)
@@ -449,12 +439,12 @@ def run_retrain(cfg: RetrainConfig, *, announce: Callable[[str], None] = print) 
     if plan.new_videos:
         from vmr.pipeline.extract import ExtractConfig, run_extract
 
-        ec = ExtractConfig(videos=cfg.videos_uri, out=cfg.store, fps=features.fps, model=features.model,
-                           pretrained=features.pretrained, batch_size=cfg.extract.batch_size,
-                           num_gpus=cfg.extract.num_gpus, max_actors=cfg.extract.max_actors, seed=cfg.extract.seed)
+        ec = ExtractConfig.for_features(cfg.videos_uri, cfg.store, features, batch_size=cfg.extract.batch_size,
+                                        num_gpus=cfg.extract.num_gpus, max_actors=cfg.extract.max_actors,
+                                        seed=cfg.extract.seed)
         summary = run_extract(ec, announce=lambda s: announce("  " + s))
         announce("features: " + summary.text().replace("\n", "\n  "))
-        from vmr.extraction import is_input_failure
+        from vmr.features.extraction import is_input_failure
 
         for f in summary.failed:
             if is_input_failure(f) and f["uri"] in jobs:
@@ -519,10 +509,10 @@ def _finetune_and_decide(cfg, store, pairs, card, champion_model, champ, tracker
                          announce) -> None:
     """Finetune the champion on the round's pairs (the finetune workflow, as an MLflow child of the round's run),
     score champion and challenger on the same held-out pairs, and move the alias if the challenger is better."""
-    from vmr.checkpoint import load_model
+    from vmr.models.checkpoint import load_model
     from vmr.pipeline.tracking import Tracker
     from vmr.pipeline.workflow import resolve_config, run_workflow
-    from vmr.training import evaluate, prefixed
+    from vmr.train.loop import evaluate, prefixed
 
     workdir = os.path.abspath(cfg.workdir)
     f = card.features

@@ -1,6 +1,6 @@
 """Search a large feature store with Ray Data: the store's video ids are split into batches of ``videos_per_batch``;
 an actor pool (each actor holds the model once, on a GPU when the cluster has them) runs
-:meth:`vmr.localize.Localizer.search_videos` on each batch (windows of the batch's videos packed into shared forward
+:meth:`vmr.search.localizer.Localizer.search_videos` on each batch (windows of the batch's videos packed into shared forward
 passes, merged per video) and returns that batch's best ``top_k`` moments; the driver keeps the best ``top_k`` of all.
 
 The model travels to the actors through Ray's object store (one copy per node), so an MLflow or S3 model is fetched
@@ -8,19 +8,44 @@ once, by the driver, and actors need no credentials for it; they read the featur
 AWS_* variables of the driver are forwarded). The query is embedded once on the driver.
 
 Resources: one CPU (or ``num_gpus`` = 1 with GPUs in the cluster) per actor, up to one actor per GPU or per two CPUs
-(``max_actors``); each CPU actor runs torch on ``cpus_per_actor`` threads. :func:`vmr.localize.Localizer.search`
-chooses this path for stores of at least ``vmr.localize.RAY_SEARCH_MIN_HOURS`` hours.
+(``max_actors``); each CPU actor runs torch on ``cpus_per_actor`` threads. :func:`search_store` (the ``vmr search``
+command) chooses this path for stores of at least ``RAY_SEARCH_MIN_HOURS`` hours, the in-process
+:meth:`~vmr.search.localizer.Localizer.search_videos` otherwise.
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
-from vmr.localize import Localizer, QueryFeatures, SearchHit
+from vmr.search.localizer import Localizer, QueryFeatures, SearchHit, SearchResult
 
 log = logging.getLogger(__name__)
+
+# Ray Data pays a start-up of ~20 s (a local cluster, actors receiving the model) and helps only when it spreads the
+# windows over more CPUs/GPUs than one process uses. 50 h of footage is ~15 min of in-process work on a 2-core CPU
+# (3.4 target-minutes/s, benchmarks/localize.py, see benchmarks/RESULTS.md), where the start-up is ~2%.
+RAY_SEARCH_MIN_HOURS = 50.0
+
+
+def search_store(localizer: Localizer, query: Any = None, corpus: str | None = None, top_k: int = 10, *,
+                 text: str | None = None, use_ray: bool | None = None,
+                 progress: Callable[[str], None] | None = None) -> SearchResult:
+    """The ``top_k`` best moments of a query over a whole feature store, best first: on Ray Data when ``use_ray`` is
+    True, or when it is None and the store holds at least ``RAY_SEARCH_MIN_HOURS`` hours (and Ray is installed);
+    in this process otherwise. Inputs as :meth:`Localizer.search_details`."""
+    plan = localizer.plan_search(query, corpus, top_k, text=text)
+    if use_ray is None:
+        use_ray = plan.hours >= RAY_SEARCH_MIN_HOURS and importlib.util.find_spec("ray") is not None
+    if progress:
+        progress(plan.describe(localizer.kind, " on Ray Data" if use_ray else ""))
+    if use_ray:
+        hits = search_with_ray(localizer, plan.query, plan.store_uri, plan.video_ids, top_k, progress=progress)
+    else:
+        hits = localizer.search_videos(plan.query, plan.store_uri, plan.video_ids, top_k, progress=progress)
+    return plan.result(hits, on_ray=bool(use_ray))
 
 
 class SearchActor:
@@ -98,4 +123,4 @@ def search_with_ray(localizer: Localizer, query: QueryFeatures, store_uri: str, 
     return hits[:top_k]
 
 
-__all__ = ["SearchActor", "search_with_ray"]
+__all__ = ["RAY_SEARCH_MIN_HOURS", "SearchActor", "search_store", "search_with_ray"]

@@ -20,8 +20,8 @@ replaced by ``***``. MLflow params cannot change, so on resume a changed value i
 ``vmr.changed.<key>`` (and the new config is logged as ``config.resume-<n>.yaml``), never silently dropped.
 
 The logged model is an MLflow *pyfunc* that wraps the vmr checkpoint directory (``artifacts/checkpoint``);
-:func:`vmr.checkpoint.load_model` accepts ``models:/vmr-matr/latest``, ``models:/vmr-matr@champion`` and
-``runs:/<id>/model`` through :func:`download_model`. Its ``predict`` takes a list of
+:func:`vmr.models.checkpoint.load_model` accepts ``models:/vmr-matr/latest``, ``models:/vmr-matr@champion`` and
+``runs:/<id>/model`` through :func:`vmr.pipeline.model_download.download_model`. Its ``predict`` takes a list of
 ``{"query": (N, D), "target": (M, D), "target_times": (M,) s, "step": s}`` dicts and returns per item a list of
 ``[start_s, end_s, score]``, best first.
 """
@@ -31,14 +31,14 @@ import contextlib
 import logging
 import os
 import re
-import sys
 import tempfile
 import warnings
 from typing import Any
 
 from vmr import storage
-from vmr.errors import ConfigError, InputError
+from vmr.errors import ConfigError
 from vmr.log_filters import without_log_message
+from vmr.pipeline.model_download import _artifact_progress_bars_on_a_terminal_only, _process_uris
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ class Tracker:
         and metrics). Returns the model version (or None when not registering)."""
         import mlflow
 
-        from vmr.checkpoint import find_checkpoint, read_card
+        from vmr.models.checkpoint import find_checkpoint, read_card
 
         card = read_card(checkpoint)
         version_tags = {"vmr.kind": card.kind, "vmr.task": card.task,
@@ -270,60 +270,12 @@ class Tracker:
 
 
 @contextlib.contextmanager
-def _artifact_progress_bars_on_a_terminal_only():
-    """MLflow's artifact up/download progress bars while the block runs only when stderr is a terminal: in a log
-    file (a Ray job, CI, ``> log``) they are a screenful of carriage returns per model."""
-    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    before = os.environ.get(key)
-    if not sys.stderr.isatty():
-        os.environ[key] = "false"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = before
-
-
-@contextlib.contextmanager
 def _quiet_model_logging():
     """While a model is logged: progress bars on a terminal only, and not MLflow's warning that a Python object is
     pickled: the object is vmr's stateless ``CheckpointModel``, and loading it needs vmr installed either way."""
     with _artifact_progress_bars_on_a_terminal_only(), \
             without_log_message("mlflow.pyfunc", "serialized using CloudPickle"):
         yield
-
-
-class _process_uris:
-    """Context manager: MLflow's process-wide tracking and registry URIs set to ``uri``, and everything restored
-    afterwards (mlflow's globals *and* the ``MLFLOW_TRACKING_URI``/``MLFLOW_REGISTRY_URI`` variables it sets)."""
-
-    _ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
-
-    def __init__(self, uri: str):
-        self.uri = uri
-
-    def __enter__(self):
-        import mlflow.tracking._model_registry.utils as reg
-        import mlflow.tracking._tracking_service.utils as trk
-
-        self.saved = (trk._tracking_uri, reg._registry_uri, {k: os.environ.get(k) for k in self._ENV})
-        trk.set_tracking_uri(self.uri)
-        reg.set_registry_uri(self.uri)
-
-    def __exit__(self, *exc):
-        import mlflow.tracking._model_registry.utils as reg
-        import mlflow.tracking._tracking_service.utils as trk
-
-        tracking, registry, env = self.saved
-        trk.set_tracking_uri(tracking)
-        reg._registry_uri = registry
-        for k, v in env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _local_tree(uri: str, dest: str) -> str:
@@ -335,30 +287,6 @@ def _local_tree(uri: str, dest: str) -> str:
         os.makedirs(os.path.dirname(target), exist_ok=True)
         storage.filesystem(f.uri).get_file(storage.strip(f.uri), target)
     return dest
-
-
-# ---- loading ------------------------------------------------------------------------------------------------------
-
-
-def download_model(uri: str, dst: str, tracking_uri: str | None = None) -> str:
-    """Download an MLflow model URI (``models:/name/latest``, ``models:/name@alias``, ``models:/name/3``,
-    ``runs:/<id>/model``) to ``dst`` and return the vmr checkpoint directory inside it. Uses ``tracking_uri``, else
-    ``MLFLOW_TRACKING_URI``, else MLflow's default. InputError when it cannot be found."""
-    import mlflow
-
-    from vmr.checkpoint import CARD_FILE
-
-    tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
-    try:
-        with _process_uris(tracking_uri), _artifact_progress_bars_on_a_terminal_only():
-            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dst)
-    except Exception as e:  # noqa: BLE001 - MlflowException, connection errors
-        msg = " ".join(str(e).split())[:300]
-        raise InputError(f"cannot fetch model {uri} from MLflow at {tracking_uri}: {msg}") from None
-    for root, _dirs, files in sorted(os.walk(local)):
-        if CARD_FILE in files:
-            return root
-    raise InputError(f"{uri} (MLflow at {tracking_uri}) is not a vmr model: no {CARD_FILE} in it")
 
 
 try:  # the pyfunc wrapper needs mlflow at class-definition time; this module is only imported where mlflow exists
@@ -375,7 +303,7 @@ class CheckpointModel(_PythonModel):
     _skip_type_hint_validation = True  # inputs are free-form dicts; no MLflow type-hint validation
 
     def load_context(self, context) -> None:
-        from vmr.checkpoint import load_model
+        from vmr.models.checkpoint import load_model
 
         self.model, self.card = load_model(context.artifacts["checkpoint"])
 
@@ -383,7 +311,7 @@ class CheckpointModel(_PythonModel):
         import numpy as np
         import torch
 
-        from vmr.samples import Sample, collate
+        from vmr.data.samples import Sample, collate
 
         items = model_input.to_dict("records") if hasattr(model_input, "to_dict") else list(model_input)
         top_k = int((params or {}).get("top_k", 5))
@@ -417,7 +345,7 @@ def latest_version(tracking_uri: str, name: str):
 
 
 __all__ = [
-    "Tracker", "CheckpointModel", "download_model", "dashboard_command", "default_tracking_uri",
+    "Tracker", "CheckpointModel", "dashboard_command", "default_tracking_uri",
     "resolve_tracking_uri", "params_from_config", "redact", "registered_name_for", "latest_version",
     "RUN_NAME_TAG", "REGISTERED_NAMES",
 ]

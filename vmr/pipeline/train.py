@@ -8,7 +8,7 @@ Per worker::
         train_one_epoch over ray.train.get_dataset_shard("train") (vmr.pipeline.datasets batches; AMP on GPU)
         losses averaged over the workers (all_reduce)
         rank 0: evaluate on the whole "val" dataset, log metrics (and, at the last epoch, plots) to MLflow, save a
-                vmr checkpoint (vmr.checkpoint format + train_state.pt) into a temp folder
+                vmr checkpoint (vmr.models.checkpoint format + train_state.pt) into a temp folder
         ray.train.report(metrics, checkpoint, checkpoint_dir_name="checkpoint_epoch{NNNN}") on every rank
 
 Where things go: ``RunConfig(storage_path, name=run name)``: checkpoints under ``{storage_path}/{run name}/`` (local or
@@ -37,11 +37,18 @@ from typing import Any, Literal
 import torch
 
 from vmr import storage
-from vmr.checkpoint import build_model, save_checkpoint, unwrap
 from vmr.errors import ConfigError
+from vmr.models.checkpoint import build_model, save_checkpoint, unwrap
 from vmr.pipeline.ray_session import quiet_ray_train_worker, say
-from vmr.training import (
-    TrainConfig, autocast_dtype, evaluate, make_optimizer, make_scheduler, prefixed, save_plots, seed_everything,
+from vmr.train.loop import (
+    TrainConfig,
+    autocast_dtype,
+    evaluate,
+    make_optimizer,
+    make_scheduler,
+    prefixed,
+    save_plots,
+    seed_everything,
     train_one_epoch,
 )
 
@@ -147,8 +154,8 @@ def _resume_state(ray_checkpoint, run_dir: str) -> tuple[dict, dict, str] | None
     """``(weights, train_state, source)`` to resume from, or None: the newer of the checkpoint Ray hands back
     (``get_checkpoint()``) and the newest complete checkpoint in the run folder. The folder matters when a worker died
     right after ``report``: the checkpoint is in storage, but the controller had not registered it yet."""
-    from vmr.checkpoint import checkpoints_in, load_state
     from vmr.errors import InputError
+    from vmr.models.checkpoint import checkpoints_in, load_state
 
     best: tuple[int, dict, dict, str] | None = None
     if ray_checkpoint is not None:
@@ -383,7 +390,7 @@ def fit(loop: LoopConfig, trainer_cfg: TrainerConfig, datasets: dict, storage_pa
             c, m = pick(ranked, key=lambda cm: cm[1][score])
             best, best_metrics = checkpoint_uri(storage_path, run_name, c), dict(m)
     if latest_metrics == {} and latest:  # a finished run re-run: nothing reported this time; read the card
-        from vmr.checkpoint import read_card
+        from vmr.models.checkpoint import read_card
 
         latest_metrics = read_card(latest).metrics
         if best == latest:

@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
 from vmr import storage
-from vmr.errors import ConfigError, VmrError
+from vmr.errors import ConfigError, SweepFailed
 
 log = logging.getLogger(__name__)
 
@@ -296,7 +296,7 @@ def _prepare_data(cfg, announce) -> None:
 
     paths = resolve_paths(cfg)
     if paths.demo_videos and not storage.exists(paths.videos):
-        from vmr.demo_data import render_demo_archive
+        from vmr.data.demo import render_demo_archive
 
         d = cfg.data.demo
         announce(f"rendering the demo archive ({d.n_videos} videos) into {paths.demo} ...")
@@ -307,9 +307,8 @@ def _prepare_data(cfg, announce) -> None:
     if fc.extract:
         from vmr.pipeline.extract import ExtractConfig, run_extract
 
-        summary = run_extract(ExtractConfig(videos=paths.videos, out=paths.store, fps=fc.fps, model=fc.model,
-                                            pretrained=fc.pretrained, batch_size=fc.batch_size,
-                                            max_actors=fc.max_actors, seed=fc.seed),
+        summary = run_extract(ExtractConfig.for_features(paths.videos, paths.store, fc, batch_size=fc.batch_size,
+                                                         max_actors=fc.max_actors, seed=fc.seed),
                               announce=lambda s: announce("  " + s))
         announce("features: " + summary.text().replace("\n", "\n  "))
 
@@ -329,7 +328,7 @@ def _check_space(space: dict, files: list[str], overrides: list[str]) -> None:
 def _best_checkpoint(run_dir: str, metric: str, mode: str) -> tuple[str, dict]:
     """The checkpoint of a training run folder with the best ``metric`` in its card (vmr checkpoints record the
     metrics they were saved with); ("", {}) when there is none."""
-    from vmr.checkpoint import CARD_FILE, ModelCard
+    from vmr.models.checkpoint import CARD_FILE, ModelCard
 
     if not storage.exists(run_dir):
         return "", {}
@@ -454,7 +453,7 @@ def run_sweep(cfg: SweepConfig, *, announce: Callable[[str], None] = print) -> S
     if checkpoint and register_as.lower() != "none":
         child = Tracker(tracking_uri, cfg.experiment, run_id=best["run_id"])
         version = child.log_model(checkpoint, register_as, tags={SWEEP_TAG: name, TRIAL_TAG: best["trial_id"],
-                                                                 "vmr.checkpoint": checkpoint})
+                                                                 "vmr.models.checkpoint": checkpoint})
         registered = f"models:/{register_as}/{version.version}"
         announce(f"registered {registered} (trial {best['trial_id']}, {checkpoint})")
     parent.set_tags({"vmr.best.trial_id": best["trial_id"], "vmr.best.run_id": best["run_id"],
@@ -466,10 +465,6 @@ def run_sweep(cfg: SweepConfig, *, announce: Callable[[str], None] = print) -> S
         trials=trials, parent_run_id=parent.run_id, tracking_uri=tracking_uri, experiment=cfg.experiment,
         experiment_dir=experiment_dir, restored=restored, dashboard=dashboard_command(tracking_uri),
         seconds=time.perf_counter() - began)
-
-
-class SweepFailed(VmrError):
-    """No trial of the sweep reported the metric."""
 
 
 def _record_trials(grid, name: str, metric: str, mode: str, tracking_uri: str, experiment: str) -> list[dict]:

@@ -10,9 +10,9 @@ A run, step by step (each step prints what it did)::
     paths        workdir (default ./vmr-data): demo/, features/, runs/, mlflow.db; every one overridable
     footage      data.videos, or the synthetic demo archive rendered into {workdir}/demo when absent
     features     vmr.pipeline.extract (Ray Data) into the feature store; videos already current are skipped
-    samples      pretrain: random clips of every video (vmr.pretraining), drawn for data.clip_draws rounds, and a
+    samples      pretrain: random clips of every video (vmr.data.pretrain_clips), drawn for data.clip_draws rounds, and a
                  held-out set of clips drawn with another seed; finetune/video: match annotations -> class-disjoint
-                 train/val/test pairs (vmr.pairs.build_match_pairs); finetune/text: QVHighlights-format jsonl files
+                 train/val/test pairs (vmr.data.pairs.build_match_pairs); finetune/text: QVHighlights-format jsonl files
                  (derived from the demo's match annotations when none are given) and their CLIP sentence embeddings
     datasets     vmr.pipeline.datasets (Ray Data, padded rows; materialised once unless trainer.materialize=false)
     baseline     finetune/video: the training-free cosine baseline on the validation split (and test), printed
@@ -48,14 +48,15 @@ from typing import Callable, Literal
 
 from vmr import storage
 from vmr.config import dump_yaml, resolve, to_dict
-from vmr.errors import ConfigError, InputError, VmrError
+from vmr.data.pairs import MatchPairConfig
+from vmr.data.pretrain_clips import PretrainConfig
+from vmr.errors import ConfigError, InputError, TrainingError
+from vmr.features.settings import DEFAULT_FPS, DEFAULT_MODEL, DEFAULT_PRETRAINED
 from vmr.models.a2fa import A2FAConfig
 from vmr.models.matr import MATRConfig
-from vmr.pairs import MatchPairConfig
 from vmr.pipeline.datasets import StreamConfig
 from vmr.pipeline.train import DebugConfig, TrainerConfig
-from vmr.pretraining import PretrainConfig
-from vmr.training import TrainConfig
+from vmr.train.loop import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ WORKFLOWS = ("pretrain", "finetune")
 
 @dataclass
 class DemoConfig:
-    """The synthetic archive rendered when ``data.videos`` is empty (see :func:`vmr.demo_data.render_demo_archive`):
+    """The synthetic archive rendered when ``data.videos`` is empty (see :func:`vmr.data.demo.render_demo_archive`):
     ``duration_range`` seconds per video, ``size`` (width, height) pixels, ``fps`` frames per second of the footage,
     ``length_range`` seconds per action instance."""
 
@@ -84,9 +85,9 @@ class FeaturesConfig:
     store as it is. ``batch_size``/``max_actors``: see ``vmr extract``."""
 
     store: str = ""
-    fps: float = 0.5
-    model: str = "ViT-B-32"
-    pretrained: str = "openai"
+    fps: float = DEFAULT_FPS
+    model: str = DEFAULT_MODEL
+    pretrained: str = DEFAULT_PRETRAINED
     extract: bool = True
     batch_size: int | None = None
     max_actors: int | None = None
@@ -293,7 +294,7 @@ def run_workflow(workflow: str, cfg: WorkflowConfig, *, announce: Callable[[str]
 
     # footage and features
     if paths.demo_videos and not storage.exists(paths.videos):
-        from vmr.demo_data import render_demo_archive
+        from vmr.data.demo import render_demo_archive
 
         d = cfg.data.demo
         announce(f"rendering the demo archive ({d.n_videos} videos) into {paths.demo} ...")
@@ -391,7 +392,7 @@ def run_workflow(workflow: str, cfg: WorkflowConfig, *, announce: Callable[[str]
         "vmr-matr-pretrained" if workflow == "pretrain" else registered_name_for(kind))
     if result.best and name.lower() != "none":
         version = tracker.log_model(result.best, name, tags={"vmr.run_name": run_name,
-                                                             "vmr.checkpoint": result.best})
+                                                             "vmr.models.checkpoint": result.best})
         registered = f"models:/{name}/{version.version}"
         announce(f"registered {registered} (from {result.best})")
     test_metrics: dict = {}
@@ -409,10 +410,6 @@ def run_workflow(workflow: str, cfg: WorkflowConfig, *, announce: Callable[[str]
     return out
 
 
-class TrainingError(VmrError):
-    """Training stopped (worker failures beyond ``trainer.max_failures``, a non-finite loss, ...)."""
-
-
 def _first_line(e: BaseException) -> str:
     text = " ".join(str(e).split())
     return text[:400] or type(e).__name__
@@ -428,7 +425,7 @@ def _split_hint(workflow: str, task: str) -> str:
 
 
 def _param_count(model_cfg, kind: str) -> int:
-    from vmr.checkpoint import build_model
+    from vmr.models.checkpoint import build_model
 
     return sum(p.numel() for p in build_model(kind, model_cfg).parameters())
 
@@ -444,16 +441,15 @@ def _model_config(cfg: WorkflowConfig, dim: int, announce):
 
 
 def _features(cfg: WorkflowConfig, paths: Paths, announce):
-    from vmr.store import FeatureStore
+    from vmr.features.store import FeatureStore
 
     fc = cfg.data.features
     if fc.extract:
-        from vmr.clip_encoder import RANDOM_WEIGHTS_NOTICE
+        from vmr.features.clip import RANDOM_WEIGHTS_NOTICE
         from vmr.pipeline.extract import ExtractConfig, run_extract
 
-        ec = ExtractConfig(videos=paths.videos, out=paths.store, fps=fc.fps, model=fc.model,
-                           pretrained=fc.pretrained, batch_size=fc.batch_size, max_actors=fc.max_actors,
-                           seed=fc.seed)
+        ec = ExtractConfig.for_features(paths.videos, paths.store, fc, batch_size=fc.batch_size,
+                                        max_actors=fc.max_actors, seed=fc.seed)
         said = RANDOM_WEIGHTS_NOTICE.format(model=fc.model)  # run_workflow printed its own note already
 
         def tell(line: str) -> None:
@@ -470,7 +466,7 @@ def _features(cfg: WorkflowConfig, paths: Paths, announce):
 
 
 def _pretrain_specs(cfg: WorkflowConfig, store, announce) -> dict:
-    from vmr.pretraining import sample_clip_specs, video_extents
+    from vmr.data.pretrain_clips import sample_clip_specs, video_extents
 
     extents = video_extents(store)
     train = [s for r in range(cfg.data.clip_draws) for s in sample_clip_specs(extents, cfg.data.clips, epoch=r)]
@@ -484,7 +480,7 @@ def _pretrain_specs(cfg: WorkflowConfig, store, announce) -> dict:
 
 def _pair_specs(cfg: WorkflowConfig, paths: Paths, store, announce) -> dict:
     from vmr import annotations
-    from vmr.pairs import build_match_pairs
+    from vmr.data.pairs import build_match_pairs
 
     if not paths.annotations:
         raise ConfigError("data.annotations is required with your own videos (a match CSV: "
@@ -535,8 +531,8 @@ def derive_text_annotations(matches_uri: str, store, out_dir: str, template: str
 
 def _text_specs(cfg: WorkflowConfig, paths: Paths, store, announce) -> tuple[dict, dict]:
     from vmr import annotations
-    from vmr.clip_encoder import ClipEncoder
-    from vmr.pairs import embed_sentences, text_specs_from_records
+    from vmr.data.pairs import embed_sentences, text_specs_from_records
+    from vmr.features.clip import ClipEncoder
 
     tc = cfg.data.text
     files = {s: u for s, u in (("train", tc.train), ("val", tc.val), ("test", tc.test)) if u}
@@ -560,7 +556,7 @@ def _text_specs(cfg: WorkflowConfig, paths: Paths, store, announce) -> tuple[dic
 
 
 def _torch_loader(cfg: WorkflowConfig, store, specs: list, context: dict | None = None):
-    from vmr.datasets import SpecDataset, make_loader
+    from vmr.data.specs import SpecDataset, make_loader
 
     st = cfg.data.stream
     ds = SpecDataset(specs, store, max_target=st.max_target, max_query=st.max_query, crop=st.crop, seed=st.seed,
@@ -569,7 +565,7 @@ def _torch_loader(cfg: WorkflowConfig, store, specs: list, context: dict | None 
 
 
 def _baseline(cfg: WorkflowConfig, store, specs: list, split: str, announce) -> dict:
-    from vmr.training import evaluate_baseline, prefixed
+    from vmr.train.loop import evaluate_baseline, prefixed
 
     res = evaluate_baseline(_torch_loader(cfg, store, specs), "video", top_k=cfg.train.eval_top_k)
     metrics = prefixed(res.metrics, "baseline")
@@ -582,7 +578,7 @@ def _init_weights(cfg: FinetuneWorkflowConfig, model_cfg, store, tracking_uri: s
     """``(init weights as a Ray object ref, the URI they came from)`` for finetuning; ``(None, "")`` = random."""
     import ray
 
-    from vmr.checkpoint import check_features, load_model
+    from vmr.models.checkpoint import check_features, load_model
 
     uri = cfg.init_from
     if uri == "auto":
@@ -602,7 +598,7 @@ def _init_weights(cfg: FinetuneWorkflowConfig, model_cfg, store, tracking_uri: s
     if card.kind != cfg.model.kind:
         raise ConfigError(f"init_from {uri} is a {card.kind} model, but model.kind is {cfg.model.kind}")
     check_features(card, store)
-    from vmr.checkpoint import build_model
+    from vmr.models.checkpoint import build_model
 
     fresh = build_model(card.kind, model_cfg)
     try:
@@ -618,8 +614,8 @@ def _init_weights(cfg: FinetuneWorkflowConfig, model_cfg, store, tracking_uri: s
 
 def _test(cfg: WorkflowConfig, store, specs: list, checkpoint: str, task: str, context: dict, tracker,
           announce) -> dict:
-    from vmr.checkpoint import load_model
-    from vmr.training import evaluate, evaluate_baseline, prefixed
+    from vmr.models.checkpoint import load_model
+    from vmr.train.loop import evaluate, evaluate_baseline, prefixed
 
     model, _card = load_model(checkpoint)
     res = evaluate(model, _torch_loader(cfg, store, specs, context or None), task, top_k=cfg.train.eval_top_k)

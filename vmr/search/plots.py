@@ -7,7 +7,7 @@ Layout (one figure, about 11 x 6 inches):
 - middle: one lane per moment over the whole target (the ground truth in green when given, then the top moments by
   rank with their scores, then the sliding windows as grey bars, alternating lanes so that overlaps show);
 - bottom: on the same time axis (seconds, or m:ss for targets over two minutes), the model's per-row evidence (see
-  :mod:`vmr.localize`), the best moment shaded, the ground truth's ends as dashed green lines.
+  :mod:`vmr.search.localizer`), the best moment shaded, the ground truth's ends as dashed green lines.
 
 Thumbnails are decoded from the videos (remote ones spilled to a temporary local file first), only the few frames
 shown. When a video cannot be read (features imported from npz files, the source moved) the panel says so and the
@@ -41,8 +41,8 @@ def thumbnails(uri: str | None, start: float, end: float, n: int = N_THUMBS) -> 
     """``(times (k,) seconds, frames (k, H, W, 3) uint8)`` of ``n`` frames evenly spread over ``[start, end)`` of the
     video at ``uri`` (path or storage URI), or a short reason (str) why there are none."""
     from vmr.errors import InputError
-    from vmr.extraction import spilled
-    from vmr.video import VIDEO_EXTENSIONS, frames_at
+    from vmr.features.extraction import spilled
+    from vmr.features.video import VIDEO_EXTENSIONS, frames_at
 
     if not uri:
         return "no source video"
@@ -90,7 +90,7 @@ def _strip(fig, spec, frames, title: str, message: str = "") -> None:
 
 def plot_localization(loc, path: str, gt: tuple[float, float] | None = None, *, title: str = "",
                       n_thumbs: int = N_THUMBS, max_moments: int = 5) -> str:
-    """Draw :class:`vmr.localize.Localization` ``loc`` (module doc) into a PNG at ``path`` (a local path or storage
+    """Draw :class:`vmr.search.localizer.Localization` ``loc`` (module doc) into a PNG at ``path`` (a local path or storage
     URI); ``gt`` is a ground-truth ``(start, end)`` in seconds. Returns ``path``."""
     plt = _plt()
     q = loc.query

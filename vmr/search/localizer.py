@@ -3,9 +3,9 @@ every video of a feature store (:meth:`Localizer.search`). The Python face of ``
 
 Inputs:
 
-- **model**: ``"baseline"`` (:class:`vmr.baseline.CosineBaseline`, training-free), a checkpoint path or storage URI,
+- **model**: ``"baseline"`` (:class:`vmr.models.baseline.CosineBaseline`, training-free), a checkpoint path or storage URI,
   an MLflow model URI (``models:/vmr-matr@champion``, ``models:/vmr-matr/latest``, ``runs:/<id>/model``; all through
-  :func:`vmr.checkpoint.load_model`), or an in-memory model with its :class:`~vmr.checkpoint.ModelCard` (``card=``)
+  :func:`vmr.models.checkpoint.load_model`), or an in-memory model with its :class:`~vmr.models.checkpoint.ModelCard` (``card=``)
   or the feature settings it was trained on (``features=``).
 - **query**: a video clip (path or storage URI) whose sampled frames are embedded here with the model's feature
   settings (CLIP model, weights, samples per second; random weights are seeded as in extraction, so they agree across
@@ -14,9 +14,9 @@ Inputs:
 - **target**: a video id of the feature store (``store_uri``), a video file (path or URI: its stored features are
   used when the store holds that very file (same source URI, size and etag), otherwise it is extracted in this
   process and not written to the store; ``vmr extract`` it to make later calls instant), or
-  :class:`vmr.store.VideoFeatures`.
+  :class:`vmr.features.store.VideoFeatures`.
 
-Every feature source is checked against the model's feature settings (:func:`vmr.checkpoint.check_features`).
+Every feature source is checked against the model's feature settings (:func:`vmr.models.checkpoint.check_features`).
 
 Long targets (a 90-minute match): the models are trained on targets of a few minutes (``build_match_pairs`` draws
 60-180 s windows; the Ray datasets crop to ``max_target`` rows), their attention (MATR) or M x M map (A2FA) grows
@@ -48,9 +48,13 @@ the moment, taken from the window that owns the row: MATR's foreground probabili
 query row.
 
 Search (:meth:`search`): every video of a store, windows of several videos packed into the same batches, each video
-merged as above, the best ``top_k`` moments over all videos. Videos shorter than the query are skipped. Stores with at
-least ``RAY_SEARCH_MIN_HOURS`` hours of footage go through Ray Data (:mod:`vmr.pipeline.search`) when Ray is
-installed; ``use_ray`` forces either path.
+merged as above, the best ``top_k`` moments over all videos, in this process. Videos shorter than the query are
+skipped. :meth:`plan_search` checks a search and embeds its query once; :mod:`vmr.pipeline.search` runs such a plan on
+Ray Data for large stores (the ``vmr search`` command picks the path).
+
+(One module over 450 lines: :class:`Localizer` is one idea, loading a model and its features, windowing, batching and
+merging, whose steps share its state; windows and result types live in :mod:`vmr.search.windows` and
+:mod:`vmr.search.results`.)
 """
 from __future__ import annotations
 
@@ -59,142 +63,22 @@ import logging
 import math
 import os
 import posixpath
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 
-from vmr import storage, timeline
+from vmr import storage
 from vmr.errors import ConfigError, InputError
+from vmr.search.results import Localization, Moment, QueryFeatures, SearchHit, SearchPlan, SearchResult
+from vmr.search.windows import WindowItem, plan_windows, window_cores, window_items
 from vmr.spans import nms_1d
 
 log = logging.getLogger(__name__)
 
-DEFAULT_WINDOW_S = 180.0  # the longest target window vmr.pairs.build_match_pairs draws for training
+DEFAULT_WINDOW_S = 180.0  # the longest target window vmr.data.pairs.build_match_pairs draws for training
 DEFAULT_BATCH_WINDOWS = 8  # windows per forward pass
 BASELINE_TEXT_LENGTHS_S = (4.0, 8.0, 16.0, 32.0, 64.0)  # the cosine baseline's window lengths for a sentence
-# Ray Data pays a start-up of ~20 s (a local cluster, actors receiving the model) and helps only when it spreads the
-# windows over more CPUs/GPUs than one process uses. 50 h of footage is ~15 min of in-process work on a 2-core CPU
-# (3.4 target-minutes/s, benchmarks/localize.py, see benchmarks/RESULTS.md), where the start-up is ~2%.
-RAY_SEARCH_MIN_HOURS = 50.0
-
-
-@dataclass(frozen=True)
-class Moment:
-    """A found moment: ``[start, end)`` seconds on the target video's clock and the model's score (higher = better)."""
-
-    start: float
-    end: float
-    score: float
-
-    def to_dict(self) -> dict:
-        return {"start": round(float(self.start), 3), "end": round(float(self.end), 3), "score": float(self.score)}
-
-
-@dataclass(frozen=True)
-class SearchHit:
-    """A moment found by :meth:`Localizer.search`: the store's ``video_id`` and ``[start, end)`` seconds, score."""
-
-    video_id: str
-    start: float
-    end: float
-    score: float
-
-    def to_dict(self) -> dict:
-        return {"video": self.video_id, "start": round(float(self.start), 3), "end": round(float(self.end), 3),
-                "score": float(self.score)}
-
-
-@dataclass
-class QueryFeatures:
-    """A query ready for a model: ``features`` (N, D) float32; ``kind`` "video" or "text"; ``step`` seconds per row
-    (video queries; None for text); ``source`` where it came from (path/URI, "features", or the sentence)."""
-
-    features: np.ndarray
-    kind: str = "video"
-    step: float | None = None
-    source: str = ""
-    text: str = ""
-    uri: str | None = None  # the query video (for thumbnails)
-
-    @property
-    def duration(self) -> float:
-        """Seconds the query covers (0 for text)."""
-        return len(self.features) * float(self.step) if self.kind == "video" and self.step else 0.0
-
-
-@dataclass
-class Localization:
-    """Everything about one localisation (for plots and reports): the moments, best first; the score timeline
-    ``curve`` (M,) at ``times`` (M,) seconds (row starts) with its ``curve_label``; the windows as ``(start_s,
-    end_s)``; the target's id, duration and source video URI; the query."""
-
-    target_id: str
-    moments: list[Moment]
-    times: np.ndarray
-    curve: np.ndarray | None
-    curve_label: str
-    windows: list[tuple[float, float]]
-    duration: float
-    target_uri: str | None
-    query: QueryFeatures
-    step: float = 0.0
-
-
-# ---- windows ------------------------------------------------------------------------------------------------------
-
-
-def plan_windows(n_rows: int, window_rows: int, overlap_rows: int) -> list[tuple[int, int]]:
-    """Half-open row ranges ``[s, e)`` covering ``n_rows`` rows with windows of ``window_rows`` overlapping by
-    ``overlap_rows`` (clamped to ``[0, window_rows - 1]``), the last one aligned to the end; one window when the
-    target fits in one."""
-    if n_rows <= 0:
-        return []
-    window_rows = max(1, int(window_rows))
-    if n_rows <= window_rows:
-        return [(0, n_rows)]
-    stride = window_rows - min(max(int(overlap_rows), 0), window_rows - 1)
-    starts = list(range(0, n_rows - window_rows + 1, stride))
-    if starts[-1] + window_rows < n_rows:
-        starts.append(n_rows - window_rows)
-    return [(s, s + window_rows) for s in starts]
-
-
-def window_cores(windows: list[tuple[int, int]]) -> list[tuple[float, float]]:
-    """The rows each window owns, as fractional row positions ``[a, b)``: from the middle of its overlap with the
-    previous window to the middle of its overlap with the next (``-inf``/``inf`` at the ends), tiling the target."""
-    cores = []
-    for k, (s, e) in enumerate(windows):
-        a = -math.inf if k == 0 else (s + windows[k - 1][1]) / 2.0
-        b = math.inf if k == len(windows) - 1 else (windows[k + 1][0] + e) / 2.0
-        cores.append((a, b))
-    return cores
-
-
-@dataclass
-class _Item:
-    """One window to run: ``key`` (video id), its rows, the owned core in seconds, and the data."""
-
-    key: str
-    rows: tuple[int, int]
-    core_s: tuple[float, float]
-    core_rows: tuple[float, float]
-    target: np.ndarray
-    times: np.ndarray
-    step: float
-
-
-def _window_items(key: str, features: np.ndarray, times: np.ndarray, step: float, window_rows: int | None,
-                  overlap_rows: int) -> list[_Item]:
-    n = len(features)
-    windows = plan_windows(n, window_rows, overlap_rows) if window_rows else [(0, n)]
-    items = []
-    for (s, e), (a, b) in zip(windows, window_cores(windows)):
-        a_s = -math.inf if math.isinf(a) else float(timeline.position_to_seconds(times, step, a))
-        b_s = math.inf if math.isinf(b) else float(timeline.position_to_seconds(times, step, b))
-        items.append(_Item(key, (s, e), (a_s, b_s), (a, b), features[s:e], times[s:e], step))
-    return items
 
 
 # ---- score curves -------------------------------------------------------------------------------------------------
@@ -234,17 +118,16 @@ def _baseline_curves(batch: dict) -> list[np.ndarray]:
 
 
 def default_feature_settings():
-    """The feature settings of ``vmr extract``'s defaults (CLIP ViT-B-32, openai weights, 0.5 samples/s): used for
-    the baseline when neither a model card nor a feature store says otherwise."""
-    from vmr.checkpoint import FeatureSettings
-    from vmr.store import EXTRACTOR_VERSION
+    """The default feature settings (those of ``vmr extract``, :mod:`vmr.features.settings`): used for the baseline
+    when neither a model card nor a feature store says otherwise."""
+    from vmr.features.settings import FeatureSettings
 
-    return FeatureSettings("ViT-B-32", "openai", 0.5, EXTRACTOR_VERSION)
+    return FeatureSettings()
 
 
 def _check_video_uri(uri: str, what: str) -> str:
     """``uri`` exists and has a video extension; InputError (one line) otherwise."""
-    from vmr.video import VIDEO_EXTENSIONS
+    from vmr.features.video import VIDEO_EXTENSIONS
 
     uri = os.fspath(uri)
     try:
@@ -258,18 +141,6 @@ def _check_video_uri(uri: str, what: str) -> str:
         raise InputError(f"{what} {uri}: unsupported format {ext or '(no extension)'!r}; vmr reads "
                          f"{', '.join(VIDEO_EXTENSIONS)} videos")
     return uri
-
-
-@dataclass
-class SearchResult:
-    """What :meth:`Localizer.search_details` found: ``hits`` best first; ``videos`` searched, ``skipped`` video ids
-    (shorter than the query), ``hours`` of footage searched, whether Ray Data ran it (``ray``)."""
-
-    hits: list[SearchHit]
-    videos: int
-    skipped: list[str] = field(default_factory=list)
-    hours: float = 0.0
-    ray: bool = False
 
 
 class Localizer:
@@ -287,7 +158,8 @@ class Localizer:
     def __init__(self, model: Any = "baseline", store_uri: str | None = None, device: str | None = None,
                  window_s: float | None = None, overlap_s: float | None = None, *, card=None, features: Any = None,
                  batch_windows: int = DEFAULT_BATCH_WINDOWS, window_top_k: int | None = None, seed: int = 0):
-        from vmr.checkpoint import FeatureSettings, load_model, task_of
+        from vmr.features.settings import FeatureSettings
+        from vmr.models.checkpoint import load_model, task_of
 
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.store_uri = store_uri
@@ -303,7 +175,7 @@ class Localizer:
         self.card = card
         self.source = model if isinstance(model, str) else type(model).__name__
         if isinstance(model, str) and model == "baseline":
-            from vmr.baseline import CosineBaseline
+            from vmr.models.baseline import CosineBaseline
 
             model = CosineBaseline()
         if isinstance(model, (str, os.PathLike)):
@@ -331,14 +203,14 @@ class Localizer:
         if not uri:
             return None
         if uri not in self._stores:
-            from vmr.store import FeatureStore
+            from vmr.features.store import FeatureStore
 
             self._stores[uri] = FeatureStore(uri)
         return self._stores[uri]
 
     @property
     def store(self):
-        """The :class:`vmr.store.FeatureStore` at ``store_uri`` (None without one)."""
+        """The :class:`vmr.features.store.FeatureStore` at ``store_uri`` (None without one)."""
         return self._store(self.store_uri)
 
     def _nms_iou(self) -> float:
@@ -370,7 +242,7 @@ class Localizer:
     def _check(self, settings, what: str) -> None:
         """Refuse features made otherwise than the model's (FeatureMismatchError, one line)."""
         if self.features is not None:
-            from vmr.checkpoint import check_features
+            from vmr.models.checkpoint import check_features
 
             check_features(self.card if self.card is not None else self.features, settings, what=what)
 
@@ -386,9 +258,9 @@ class Localizer:
 
     def _extract(self, uri: str, settings, what: str):
         """Extract a video with ``settings`` (after checking they are what the model needs) -> VideoFeatures."""
-        from vmr.checkpoint import FeatureSettings, check_features
-        from vmr.extraction import extract_video
-        from vmr.store import EXTRACTOR_VERSION
+        from vmr.features.extraction import extract_video
+        from vmr.features.settings import EXTRACTOR_VERSION, FeatureSettings
+        from vmr.models.checkpoint import check_features
 
         made = FeatureSettings(settings.model, settings.pretrained, settings.fps, EXTRACTOR_VERSION, settings.dim)
         check_features(settings, made, what=f"a {what} extracted now")  # e.g. the model was trained on imported npz
@@ -399,10 +271,10 @@ class Localizer:
 
     # -- targets and queries --------------------------------------------------------------------------------------
     def target_features(self, target: Any, store_uri: str | None = None):
-        """The target's :class:`vmr.store.VideoFeatures`: ``target`` is a video id of the store, a video file
+        """The target's :class:`vmr.features.store.VideoFeatures`: ``target`` is a video id of the store, a video file
         (path/URI; the store's copy of that very file is used when current, else it is extracted here), or
         VideoFeatures. Feature settings are checked against the model's."""
-        from vmr.store import VideoFeatures
+        from vmr.features.store import VideoFeatures
 
         store = self._store(store_uri) if store_uri else self.store
         if isinstance(target, VideoFeatures):
@@ -431,7 +303,7 @@ class Localizer:
         return self._extract(uri, settings, "target video")
 
     def _store_settings(self, store):
-        from vmr.checkpoint import FeatureSettings
+        from vmr.features.settings import FeatureSettings
 
         return FeatureSettings.of(store) if len(store) else None
 
@@ -439,7 +311,7 @@ class Localizer:
         """A :class:`QueryFeatures` from a video clip (path/URI), precomputed features (N, D) (or a QueryFeatures /
         VideoFeatures), or ``text``. Video clips and sentences are embedded with ``settings`` (the model's, else
         the target's / store's, else :func:`default_feature_settings`)."""
-        from vmr.store import VideoFeatures
+        from vmr.features.store import VideoFeatures
 
         if (query is None) == (text is None):
             raise InputError("give either a query clip or a text query (exactly one)")
@@ -477,7 +349,7 @@ class Localizer:
     def _model_for(self, q: QueryFeatures):
         if self.kind == "baseline" and q.kind == "text":
             if self._text_baseline is None:
-                from vmr.baseline import CosineBaseline, CosineBaselineConfig
+                from vmr.models.baseline import CosineBaseline, CosineBaselineConfig
 
                 cfg = getattr(self.model, "config", None) or CosineBaselineConfig()
                 self._text_baseline = CosineBaseline(CosineBaselineConfig(
@@ -485,16 +357,16 @@ class Localizer:
             return self._text_baseline
         return self.model
 
-    def _items_for(self, key: str, vf, q: QueryFeatures) -> list[_Item]:
+    def _items_for(self, key: str, vf, q: QueryFeatures) -> list[WindowItem]:
         step = float(vf.step)
         rows, overlap = self._window_rows(step, len(q.features) if q.kind == "video" else 0)
-        return _window_items(key, np.asarray(vf.features, np.float32), np.asarray(vf.timestamps, np.float64), step,
+        return window_items(key, np.asarray(vf.features, np.float32), np.asarray(vf.timestamps, np.float64), step,
                              rows, overlap)
 
-    def _run(self, q: QueryFeatures, items: Iterable[_Item], per_window_k: int,
-             curves: bool = False) -> Iterator[tuple[_Item, np.ndarray, np.ndarray | None, str]]:
+    def _run(self, q: QueryFeatures, items: Iterable[WindowItem], per_window_k: int,
+             curves: bool = False) -> Iterator[tuple[WindowItem, np.ndarray, np.ndarray | None, str]]:
         """Run windows in batches; per window yield (item, owned candidates (K, 3) seconds, per-row curve, label)."""
-        buf: list[_Item] = []
+        buf: list[WindowItem] = []
         for it in items:
             buf.append(it)
             if len(buf) >= self.batch_windows:
@@ -503,8 +375,8 @@ class Localizer:
         if buf:
             yield from self._run_batch(q, buf, per_window_k, curves)
 
-    def _run_batch(self, q: QueryFeatures, items: list[_Item], per_window_k: int, curves: bool):
-        from vmr.samples import Sample, collate
+    def _run_batch(self, q: QueryFeatures, items: list[WindowItem], per_window_k: int, curves: bool):
+        from vmr.data.samples import Sample, collate
 
         samples = [Sample(sample_id=f"{it.key}@{it.rows[0]}", target_id=it.key, target=it.target,
                           target_times=it.times, step=it.step, query=q.features, query_kind=q.kind) for it in items]
@@ -581,16 +453,26 @@ class Localizer:
                             step=float(vf.step))
 
     def search(self, query: Any = None, corpus: str | None = None, top_k: int = 10, *, text: str | None = None,
-               use_ray: bool | None = None, progress: Callable[[str], None] | None = None) -> list[SearchHit]:
+               progress: Callable[[str], None] | None = None) -> list[SearchHit]:
         """The ``top_k`` best moments over every video of the feature store ``corpus`` (default ``store_uri``),
-        best first. ``use_ray``: True/False forces Ray Data / the in-process path; None picks Ray Data for stores of
-        at least ``RAY_SEARCH_MIN_HOURS`` hours. ``progress(str)`` receives progress lines."""
-        return self.search_details(query, corpus, top_k, text=text, use_ray=use_ray, progress=progress).hits
+        best first, computed in this process. ``progress(str)`` receives progress lines. (The ``vmr search``
+        command sends stores of many hours to Ray Data instead: :func:`vmr.pipeline.search.search_store`.)"""
+        return self.search_details(query, corpus, top_k, text=text, progress=progress).hits
 
     def search_details(self, query: Any = None, corpus: str | None = None, top_k: int = 10, *,
-                       text: str | None = None, use_ray: bool | None = None,
-                       progress: Callable[[str], None] | None = None) -> SearchResult:
+                       text: str | None = None, progress: Callable[[str], None] | None = None) -> SearchResult:
         """:meth:`search` with what was searched and skipped (:class:`SearchResult`)."""
+        plan = self.plan_search(query, corpus, top_k, text=text)
+        if progress:
+            progress(plan.describe(self.kind))
+        hits = self.search_videos(plan.query, plan.store_uri, plan.video_ids, top_k, progress=progress)
+        return plan.result(hits, on_ray=False)
+
+    def plan_search(self, query: Any = None, corpus: str | None = None, top_k: int = 10, *,
+                    text: str | None = None) -> SearchPlan:
+        """Check a search's inputs and embed its query once: which videos of ``corpus`` (default ``store_uri``) to
+        search and which are skipped (shorter than a video query). :class:`InputError` for an empty store, a
+        missing query, a query longer than every video, or features made otherwise than the model's."""
         if top_k < 1:
             raise InputError(f"top-k must be >= 1, got {top_k}")
         if query is None and text is None:
@@ -617,19 +499,7 @@ class Localizer:
         ids = [v for v in entries if v not in set(skipped)]
         if not ids:
             raise InputError(f"the query ({q.duration:.1f} s) is longer than every video of {store.uri}")
-        if use_ray is None:
-            use_ray = hours >= RAY_SEARCH_MIN_HOURS and _ray_available()
-        if progress:
-            progress(f"searching {len(ids)} videos ({hours:.2f} h) of {store.uri} with the {self.kind} model"
-                     + (" on Ray Data" if use_ray else "") + (f"; {len(skipped)} shorter than the query skipped"
-                                                             if skipped else ""))
-        if use_ray:
-            from vmr.pipeline.search import search_with_ray
-
-            hits = search_with_ray(self, q, store.uri, ids, top_k, progress=progress)
-        else:
-            hits = self.search_videos(q, store.uri, ids, top_k, progress=progress)
-        return SearchResult(hits, len(ids), skipped, hours, bool(use_ray))
+        return SearchPlan(q, store.uri, ids, skipped, hours)
 
     def search_videos(self, q: QueryFeatures, store_uri: str, video_ids: list[str], top_k: int,
                       progress: Callable[[str], None] | None = None) -> list[SearchHit]:
@@ -640,7 +510,7 @@ class Localizer:
         per_video: dict[str, list[np.ndarray]] = {}
         done = [0]
 
-        def items() -> Iterator[_Item]:
+        def items() -> Iterator[WindowItem]:
             for i, vid in enumerate(video_ids):
                 vf = store.load(vid)
                 per_video[vid] = []
@@ -661,7 +531,7 @@ class Localizer:
 @functools.lru_cache(maxsize=4)
 def _encoder(model: str, pretrained: str, device: str, seed: int):
     """One CLIP encoder per (model, weights, device, seed) in this process (building one costs seconds)."""
-    from vmr.clip_encoder import ClipEncoder
+    from vmr.features.clip import ClipEncoder
 
     return ClipEncoder(model, pretrained, device=device, seed=seed)
 
@@ -686,7 +556,7 @@ def _exists(uri: str) -> bool:
 def _stored_copy(store, uri: str) -> str | None:
     """The video id under which ``store`` holds features of this very file (same source URI, size and etag; the
     file's stem is tried first, then every manifest entry), or None."""
-    from vmr.store import video_id_for
+    from vmr.features.store import video_id_for
 
     info = storage.info(uri)
     src = storage.normalize(info.uri)
@@ -715,16 +585,10 @@ def _query_kind(query: Any, text: str | None) -> str:
 
 
 def _settings_of(source):
-    from vmr.checkpoint import FeatureSettings
+    from vmr.features.settings import FeatureSettings
 
     return FeatureSettings.of(source)
 
 
-def _ray_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("ray") is not None
-
-
-__all__ = ["Localizer", "Moment", "SearchHit", "SearchResult", "Localization", "QueryFeatures", "plan_windows",
-           "window_cores", "default_feature_settings", "DEFAULT_WINDOW_S", "RAY_SEARCH_MIN_HOURS"]
+__all__ = ["Localizer", "Moment", "SearchHit", "SearchResult", "SearchPlan", "Localization", "QueryFeatures", "plan_windows",
+           "window_cores", "default_feature_settings", "DEFAULT_WINDOW_S"]

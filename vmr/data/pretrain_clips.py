@@ -3,7 +3,7 @@
 Each sampled clip gives the *original* query and one *augmented* copy ("thereby doubling the number of pre-training
 samples"): the frames reversed, gaussian noise added, slowed down or sped up. A sample is described by a small
 :class:`ClipSpec` (seconds, ids, a seed) so that Ray Data can shuffle millions of them cheaply; the features are read
-only when :func:`materialize_clip` turns a spec into a :class:`vmr.samples.Sample`.
+only when :func:`materialize_clip` turns a spec into a :class:`vmr.data.samples.Sample`.
 
 Choices where the paper is silent (all configurable in :class:`PretrainConfig`):
 
@@ -34,8 +34,8 @@ from typing import Literal, Mapping
 import numpy as np
 
 from vmr import timeline
+from vmr.data.samples import Sample
 from vmr.errors import ConfigError, InputError
-from vmr.samples import Sample
 
 AUGMENTATIONS = ("reverse", "noise", "slow", "fast")
 

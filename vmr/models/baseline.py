@@ -106,7 +106,7 @@ class CosineBaseline(torch.nn.Module):
 
     @torch.no_grad()
     def predict_batch(self, batch: dict, top_k: int | None = 5) -> list[np.ndarray]:
-        """Per item of a :func:`vmr.samples.collate` batch, (K, 3) ``[start_s, end_s, score]`` on its
+        """Per item of a :func:`vmr.data.samples.collate` batch, (K, 3) ``[start_s, end_s, score]`` on its
         ``target_times`` clock, best first; padding rows (``query_mask``/``target_mask`` False) are ignored.
         An optional ``batch["query_step"]`` (B,) gives the query's seconds per row (default: the target's)."""
         results = []

@@ -1,7 +1,7 @@
 """The plain PyTorch data path: specs -> samples -> padded batches, without Ray.
 
-A *spec* is a small serialisable description of one sample (:class:`vmr.pretraining.ClipSpec`, and the annotation
-pairs' ``PairSpec``/``TextSpec`` from :mod:`vmr.pairs`). Each spec type is registered here with a name and a
+A *spec* is a small serialisable description of one sample (:class:`vmr.data.pretrain_clips.ClipSpec`, and the annotation
+pairs' ``PairSpec``/``TextSpec`` from :mod:`vmr.data.pairs`). Each spec type is registered here with a name and a
 ``materialize(spec, store, **context) -> Sample`` function, so :class:`SpecDataset` (and the Ray path in
 :mod:`vmr.pipeline.datasets`) stay generic: a new kind of sample needs one :func:`register_spec` call.
 
@@ -11,7 +11,7 @@ each worker process, which keeps S3 clients out of ``fork``. Loaded videos are k
 
 Targets longer than the model's maximum length are handled by :func:`crop_to_max` (a window that contains the ground
 truth, rather than an error), and long video queries are resampled to the maximum; callers who want the strict
-"error, not a silent crop" behaviour of :func:`vmr.samples.collate` pass ``crop=False``.
+"error, not a silent crop" behaviour of :func:`vmr.data.samples.collate` pass ``crop=False``.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from vmr import timeline
-from vmr.samples import Sample, collate
+from vmr.data.samples import Sample, collate
 
 # ---- the spec registry ------------------------------------------------------------------------------------------
 
@@ -52,12 +52,12 @@ def register_spec(spec_type: type, name: str, materialize_fn: Callable[..., Samp
 
 @functools.lru_cache(maxsize=1)
 def _register_builtin() -> None:
-    from vmr import pretraining
+    from vmr.data import pretrain_clips as pretraining
 
     register_spec(pretraining.ClipSpec, "clip", pretraining.materialize_clip)
-    # Annotation pairs live in vmr.pairs (written alongside); register what it provides.
+    # Annotation pairs live in vmr.data.pairs (written alongside); register what it provides.
     try:
-        pairs = importlib.import_module("vmr.pairs")
+        pairs = importlib.import_module("vmr.data.pairs")
     except ImportError:
         return
     for type_name, fn_name, name in (("PairSpec", "materialize_pair", "pair"), ("TextSpec", "materialize_text", "text")):
@@ -72,7 +72,7 @@ def _lookup(spec) -> tuple[str, Callable[..., Sample]]:
         return _BY_TYPE[type(spec)]
     except KeyError:
         raise TypeError(f"no materializer registered for {type(spec).__qualname__}; "
-                        f"known: {sorted(_BY_NAME)} (see vmr.datasets.register_spec)") from None
+                        f"known: {sorted(_BY_NAME)} (see vmr.data.specs.register_spec)") from None
 
 
 def materialize(spec, store, **context) -> Sample:
@@ -116,9 +116,9 @@ def spec_from_record(record: dict):
 
 
 def open_store(store):
-    """A store object, or ``vmr.store.FeatureStore(uri)`` for a URI string."""
+    """A store object, or ``vmr.features.store.FeatureStore(uri)`` for a URI string."""
     if isinstance(store, str):
-        from vmr.store import FeatureStore
+        from vmr.features.store import FeatureStore
 
         return FeatureStore(store)
     return store
@@ -181,9 +181,9 @@ def crop_to_max(sample: Sample, max_target: int | None = None, max_query: int | 
     ``max_target`` or shorten the targets (e.g. ``PretrainConfig.target_window_s``). A sample without spans gets a
     uniformly placed window.
     Query: a ``"video"`` query is resampled to ``max_query`` rows (the whole moment, played faster; see
-    :func:`vmr.pretraining.resample_rows`); a ``"text"`` query keeps its first ``max_query`` tokens.
+    :func:`vmr.data.pretrain_clips.resample_rows`); a ``"text"`` query keeps its first ``max_query`` tokens.
     Returns ``sample`` itself when it already fits."""
-    from vmr.pretraining import resample_rows
+    from vmr.data.pretrain_clips import resample_rows
 
     target, times, spans, query = sample.target, sample.target_times, sample.spans, sample.query
     meta = dict(sample.meta)
@@ -226,7 +226,7 @@ class SpecDataset(Dataset):
     """A map-style dataset over specs: ``dataset[i]`` is the materialised (and, with ``crop=True``, fitted)
     :class:`Sample` of ``specs[i]``; :meth:`collate` pads a list of them to ``max_target``/``max_query`` rows.
 
-    ``context`` is passed to every materializer, e.g. ``{"text_features": vmr.pairs.embed_sentences(specs, enc)}``
+    ``context`` is passed to every materializer, e.g. ``{"text_features": vmr.data.pairs.embed_sentences(specs, enc)}``
     for ``TextSpec``. Use :func:`make_loader` for a ``DataLoader``; each worker process keeps its own
     :class:`FeatureCache`."""
 
@@ -260,7 +260,7 @@ class SpecDataset(Dataset):
 
 def make_loader(dataset: SpecDataset, batch_size: int, shuffle: bool = False, num_workers: int = 0,
                 seed: int = 0, drop_last: bool = False, **kwargs) -> DataLoader:
-    """A ``DataLoader`` yielding :func:`vmr.samples.collate` batches padded to the dataset's max lengths; with
+    """A ``DataLoader`` yielding :func:`vmr.data.samples.collate` batches padded to the dataset's max lengths; with
     ``shuffle`` the order is drawn from ``seed``."""
     generator = torch.Generator().manual_seed(seed) if shuffle else None
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,

@@ -1,7 +1,7 @@
 """The plain PyTorch training loop (no Ray, no MLflow): optimizer and schedule from config, one epoch of training,
 evaluation with the task's metrics, the same evaluation for the cosine baseline, and the plots logged with a run.
 
-Batches are the :func:`vmr.samples.collate` layout, from :func:`vmr.datasets.make_loader` or from Ray Data
+Batches are the :func:`vmr.data.samples.collate` layout, from :func:`vmr.data.specs.make_loader` or from Ray Data
 (:func:`vmr.pipeline.datasets.iter_model_batches`); the model follows :mod:`vmr.models` (forward / loss / predict).
 
 Choices where the papers are silent (all in :class:`TrainConfig`):
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vmr.checkpoint import unwrap
+from vmr.models.checkpoint import unwrap
 
 
 @dataclass
@@ -270,11 +270,11 @@ def evaluate(model: nn.Module, batches: Iterable[dict], task: str = "video", *, 
 
 def evaluate_baseline(batches: Iterable[dict], task: str = "video", *, top_k: int = 5, keep_examples: int = 0,
                       config=None) -> EvalResult:
-    """:func:`evaluate` for the training-free cosine baseline (:class:`vmr.baseline.CosineBaseline`) on the same
+    """:func:`evaluate` for the training-free cosine baseline (:class:`vmr.models.baseline.CosineBaseline`) on the same
     batches. Video queries only: a random-weight CLIP sentence has nothing to be cosine-similar to."""
     if task != "video":
         raise ValueError("the cosine baseline compares frames with frames: video queries only")
-    from vmr.baseline import CosineBaseline
+    from vmr.models.baseline import CosineBaseline
 
     return evaluate(CosineBaseline(config), batches, task, top_k=top_k, keep_examples=keep_examples)
 

@@ -29,21 +29,9 @@ from typing import Iterator
 
 import numpy as np
 
-from vmr.errors import InputError
+from vmr.errors import DecodeError, InputError
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".webm", ".mov")
-
-
-class DecodeError(InputError):
-    """A file that cannot be turned into sampled frames. ``.reason`` is short, stable text for the failures table:
-    "not found", "empty file", "not a video", "truncated", "unsupported codec", "no video stream",
-    "shorter than one sample". The message adds the details (path, codec, decoder error)."""
-
-    def __init__(self, path: str, reason: str, detail: str = ""):
-        self.path = path
-        self.reason = reason
-        self.detail = detail
-        super().__init__(f"{path}: {reason}" + (f" ({detail})" if detail else ""))
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Training pairs from annotations: small serialisable specs, and turning them into :class:`vmr.samples.Sample`.
+"""Training pairs from annotations: small serialisable specs, and turning them into :class:`vmr.data.samples.Sample`.
 
 ``PairSpec``  a video query and a target window, with the ground-truth spans of the query's action in the target.
 ``TextSpec``  a sentence and its video, with the ground-truth spans.
@@ -15,7 +15,7 @@ Where they come from:
 - :func:`text_specs_from_records`: sentence-moment records.
 
 :func:`materialize_pair` / :func:`materialize_text` read the features (a store, or a cache with ``load``) and build the
-sample; :func:`embed_sentences` embeds every distinct sentence once with a :class:`vmr.clip_encoder.ClipEncoder`.
+sample; :func:`embed_sentences` embeds every distinct sentence once with a :class:`vmr.features.clip.ClipEncoder`.
 """
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ import numpy as np
 
 from vmr import timeline
 from vmr.annotations.records import OVERRUN_TOLERANCE, ActionInstance, TextMoment, VideoPair
+from vmr.data.samples import Sample
 from vmr.errors import ConfigError, InputError
-from vmr.samples import Sample
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def pairs_from_records(records: Sequence, split: str, durations: Any = None, see
         return _pairs_from_vrl(records, split, seed, queries_per_target)
     if all(isinstance(r, ActionInstance) for r in records):
         raise InputError("these action instances have no annotated windows (match annotations): build their pairs "
-                         "with vmr.pairs.build_match_pairs")
+                         "with vmr.data.pairs.build_match_pairs")
     kinds = sorted({type(r).__name__ for r in records})
     raise InputError(f"cannot make video-query pairs from {kinds} records (text records: text_specs_from_records)")
 
@@ -487,8 +487,8 @@ def _rows(vf, start: float, end: float, what: str, sample_id: str) -> np.ndarray
 
 def materialize_pair(spec: PairSpec, store, cache=None) -> Sample:
     """A :class:`PairSpec` -> :class:`Sample` (``query_kind="video"``). ``store`` (or ``cache``, when given) is
-    anything with ``load(video_id) -> VideoFeatures``, e.g. :class:`vmr.store.FeatureStore` or
-    :class:`vmr.datasets.FeatureCache`.
+    anything with ``load(video_id) -> VideoFeatures``, e.g. :class:`vmr.features.store.FeatureStore` or
+    :class:`vmr.data.specs.FeatureCache`.
 
     Query rows: ``query_video``'s rows whose interval centre lies in ``[query_start, query_end)`` (a window narrower
     than a row gets the row it overlaps most); target rows likewise for the target window; ``target_times`` stay on
@@ -532,7 +532,7 @@ def materialize_text(spec: TextSpec, store, text_features: Mapping[str, np.ndarr
         emb = emb.reshape(1, -1) if emb.ndim == 1 else emb
     except KeyError:
         raise InputError(f"{spec.qid}: no embedding for its sentence {spec.sentence[:60]!r}; embed the specs' "
-                         "sentences with vmr.pairs.embed_sentences first") from None
+                         "sentences with vmr.data.pairs.embed_sentences first") from None
     src = cache if cache is not None else store
     vf = src.load(spec.vid)
     times = np.asarray(vf.timestamps, dtype=np.float64)
@@ -552,7 +552,7 @@ def materialize_text(spec: TextSpec, store, text_features: Mapping[str, np.ndarr
 
 def embed_sentences(items: Iterable[TextSpec | TextMoment | str], encoder, batch_size: int = 256) -> dict[str, np.ndarray]:
     """``{sentence: (D,) float32}`` for every distinct sentence of ``items`` (specs, records or strings), embedded
-    once with ``encoder.encode_text`` (a :class:`vmr.clip_encoder.ClipEncoder`), in batches, with progress logged."""
+    once with ``encoder.encode_text`` (a :class:`vmr.features.clip.ClipEncoder`), in batches, with progress logged."""
     sentences = sorted({s if isinstance(s, str) else s.sentence for s in items})
     out: dict[str, np.ndarray] = {}
     for i in range(0, len(sentences), batch_size):

@@ -11,8 +11,9 @@ the MLflow model that :mod:`vmr.pipeline.tracking` registers wraps one, so every
 - ``/path/ckpt``, ``file:///path/ckpt``, ``s3://bucket/runs/x/checkpoint_epoch0003``: a checkpoint directory;
 - a Ray Train run folder (``{storage_path}/{run name}``): its newest ``checkpoint_*`` directory by name;
 - ``models:/vmr-matr/latest``, ``models:/vmr-matr/3``, ``models:/vmr-matr@champion``, ``runs:/<run id>/model``: MLflow
-  model URIs, resolved against ``MLFLOW_TRACKING_URI`` by :func:`vmr.pipeline.tracking.download_model` (imported
-  only for such URIs, so this module needs neither MLflow nor Ray).
+  model URIs, resolved against ``MLFLOW_TRACKING_URI`` by the ``mlflow`` model source (:data:`MODEL_SOURCES`, an entry
+  point: :func:`vmr.pipeline.model_download.download_model`), looked up only for such URIs, so this module needs
+  neither MLflow nor Ray and never imports the pipeline layer.
 
 A model records the features it was trained on (CLIP model name, pretrained tag, sampling fps, extractor version,
 dimension): :func:`check_features` refuses, with a message naming both settings, to run it on features made otherwise.
@@ -20,9 +21,9 @@ dimension): :func:`check_features` refuses, with a message naming both settings,
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import io
 import json
-import math
 import os
 import posixpath
 import shutil
@@ -35,7 +36,8 @@ import torch
 from torch import nn
 
 from vmr import storage
-from vmr.errors import InputError, VmrError
+from vmr.errors import FeatureMismatchError, InputError
+from vmr.features.settings import FeatureSettings
 
 FORMAT_VERSION = 1
 
@@ -55,61 +57,6 @@ MODEL_KINDS: dict[str, tuple[str, str, str, str]] = {
     "matr": ("vmr.models.matr", "MATR", "MATRConfig", "video"),
     "a2fa": ("vmr.models.a2fa", "A2FA", "A2FAConfig", "text"),
 }
-
-
-class FeatureMismatchError(VmrError):
-    """A model was asked to run on features made with other settings than the ones it was trained on."""
-
-
-@dataclass(frozen=True)
-class FeatureSettings:
-    """What a model's input rows are: CLIP ``model`` and ``pretrained`` tag, ``fps`` samples per second, the
-    ``extractor_version`` of :mod:`vmr.store` and the feature ``dim`` (0 = unknown, not compared)."""
-
-    model: str
-    pretrained: str
-    fps: float
-    extractor_version: str
-    dim: int = 0
-
-    @classmethod
-    def of(cls, source: Any) -> "FeatureSettings":
-        """From a :class:`FeatureSettings`, a :class:`vmr.store.ExtractSettings`, a manifest entry / dict with the
-        same keys, a :class:`vmr.store.FeatureStore` (its common settings and dim) or a :class:`ModelCard`."""
-        if isinstance(source, FeatureSettings):
-            return source
-        if isinstance(source, ModelCard):
-            return source.features
-        if hasattr(source, "entries") and hasattr(source, "settings"):  # a FeatureStore
-            settings = source.settings()
-            if settings is None:
-                raise InputError(f"feature store {source.uri} is empty: no feature settings to compare with")
-            first = next(iter(source.entries().values()))
-            return cls(settings.model, settings.pretrained, float(settings.fps), settings.extractor_version,
-                       int(first.get("dim") or 0))
-        if dataclasses.is_dataclass(source):
-            source = dataclasses.asdict(source)
-        if isinstance(source, dict):
-            try:
-                return cls(str(source["model"]), str(source["pretrained"]), float(source["fps"]),
-                           str(source["extractor_version"]), int(source.get("dim") or 0))
-            except KeyError as e:
-                raise InputError(f"feature settings lack {e.args[0]!r}: {sorted(source)}") from None
-        raise TypeError(f"cannot read feature settings from {type(source).__name__}")
-
-    def describe(self) -> str:
-        dim = f", {self.dim}-d" if self.dim else ""
-        return (f"CLIP {self.model} weights {self.pretrained!r}, {self.fps:g} samples/s, "
-                f"extractor version {self.extractor_version}{dim}")
-
-    def differences(self, other: "FeatureSettings") -> list[str]:
-        """Names of the settings that differ (``dim`` only when both know it)."""
-        out = [k for k in ("model", "pretrained", "extractor_version") if getattr(self, k) != getattr(other, k)]
-        if not math.isclose(self.fps, other.fps, rel_tol=1e-9, abs_tol=1e-12):
-            out.append("fps")
-        if self.dim and other.dim and self.dim != other.dim:
-            out.append("dim")
-        return out
 
 
 @dataclass
@@ -244,7 +191,7 @@ def save_checkpoint(dir_or_uri: str, model: nn.Module, features: Any, *, metrics
                     extra: dict | None = None, train_state: dict | None = None) -> ModelCard:
     """Write ``model`` (unwrapped from DDP, weights moved to CPU) as a checkpoint directory at ``dir_or_uri`` (a path
     or storage URI; created if needed). ``features``: the feature settings it was trained on (an
-    ``ExtractSettings``, a ``FeatureStore``, a manifest entry, ...). ``train_state`` (optimizer, scheduler, epoch,
+    ``FeatureSettings``, a ``FeatureStore``, a manifest entry, ...). ``train_state`` (optimizer, scheduler, epoch,
     ...) is stored beside it for resuming. Files are written atomically, the card last. Returns the card."""
     card = make_card(model, features, metrics, extra)
     state = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
@@ -317,6 +264,20 @@ def read_card(uri: str, tracking_uri: str | None = None) -> ModelCard:
     return ModelCard.from_json(storage.read_text(storage.join(ckpt, CARD_FILE)), source=ckpt)
 
 
+MODEL_SOURCES = "vmr.model_sources"  # entry-point group: name -> fetch(uri, dst_dir, tracking_uri) -> checkpoint dir
+
+
+def _model_source(name: str, uri: str):
+    """The fetch function registered as entry point ``name`` of :data:`MODEL_SOURCES` (``mlflow``:
+    :func:`vmr.pipeline.model_download.download_model`, declared in ``pyproject.toml``). The library finds MLflow's
+    download this way instead of importing the pipeline layer, which imports this module."""
+    found = importlib.metadata.entry_points(group=MODEL_SOURCES, name=name)
+    if not found:
+        raise InputError(f"cannot load {uri}: no '{name}' model source is installed (entry point group "
+                         f"{MODEL_SOURCES}); install vmr with its pipeline (pip install vmr) or pass a checkpoint folder")
+    return next(iter(found)).load()
+
+
 class _mlflow_local:
     """Context manager: an MLflow model URI downloaded to a temporary local folder (removed afterwards)."""
 
@@ -326,10 +287,9 @@ class _mlflow_local:
         self.tmp = None
 
     def __enter__(self) -> str:
-        from vmr.pipeline.tracking import download_model  # MLflow only for MLflow URIs
-
+        fetch = _model_source("mlflow", self.uri)
         self.tmp = tempfile.mkdtemp(prefix="vmr-model-")
-        return download_model(self.uri, self.tmp, self.tracking_uri)
+        return fetch(self.uri, self.tmp, self.tracking_uri)
 
     def __exit__(self, *exc) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -406,7 +366,7 @@ def load_train_state(uri: str) -> dict | None:
 
 def check_features(card: ModelCard | FeatureSettings, store_settings: Any, *, what: str = "") -> None:
     """Refuse (:class:`FeatureMismatchError`) to use a model on features made with other settings than the ones it
-    was trained on. ``store_settings``: a ``FeatureStore``, ``ExtractSettings``, manifest entry or
+    was trained on. ``store_settings``: a ``FeatureStore``, ``FeatureSettings``, manifest entry or
     ``FeatureSettings``; ``what`` names those features in the message (e.g. the store URI)."""
     trained = FeatureSettings.of(card)
     given = FeatureSettings.of(store_settings)

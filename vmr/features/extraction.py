@@ -3,11 +3,11 @@
 lacks it" at inference).
 
 One video's path: the source object is spilled to local disk if remote (:func:`spilled`, never held in memory) ->
-the sampled frames are decoded in chunks with their container timestamps (:func:`vmr.video.iter_sampled_frames`) ->
+the sampled frames are decoded in chunks with their container timestamps (:func:`vmr.features.video.iter_sampled_frames`) ->
 preprocessed with open_clip's eval transform for the model (:class:`FramePreprocessor`) -> the CLIP image tower ->
-L2-normalised rows -> :meth:`vmr.store.FeatureStore.write` with a manifest entry (:func:`manifest_entry`).
+L2-normalised rows -> :meth:`vmr.features.store.FeatureStore.write` with a manifest entry (:func:`manifest_entry`).
 
-Failures: a :class:`vmr.video.DecodeError` is bad input (its ``.reason`` goes to the failures table); any other
+Failures: a :class:`vmr.features.video.DecodeError` is bad input (its ``.reason`` goes to the failures table); any other
 exception while reading a video (the object store went away, a disk filled up) is an error, recorded with the reason
 ``"error: <type>: <message>"`` so that it is told apart from bad input (see :func:`failure_reason`).
 """
@@ -23,8 +23,9 @@ import numpy as np
 
 from vmr import storage
 from vmr.errors import InputError
-from vmr.store import ExtractSettings, FeatureStore, VideoFeatures, video_id_for
-from vmr.video import VIDEO_EXTENSIONS, DecodeError, iter_sampled_frames, probe
+from vmr.features.settings import FeatureSettings
+from vmr.features.store import FeatureStore, VideoFeatures, entry_is_current, video_id_for
+from vmr.features.video import VIDEO_EXTENSIONS, DecodeError, iter_sampled_frames, probe
 
 ERROR_PREFIX = "error: "  # failure reasons that are not bad input start with this
 
@@ -52,40 +53,38 @@ def list_videos(videos: str) -> list[storage.FileInfo]:
     return storage.list_files(videos, extensions=VIDEO_EXTENSIONS)
 
 
-def plan_extraction(videos: str, store: FeatureStore, settings: ExtractSettings) -> Plan:
-    """List ``videos`` and split them into the ones to extract and the ones whose manifest entry is current (same
-    source size and etag, same settings). InputError when there is no video, or two files map to one video id
-    (``a.mp4`` and ``a.mkv``), which would overwrite each other."""
-    files = list_videos(videos)
-    if not files:
-        raise InputError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) under {videos}")
+def videos_by_id(videos: str, files: list[storage.FileInfo] | None = None) -> dict[str, storage.FileInfo]:
+    """The video files under ``videos`` (listed unless ``files`` is given) keyed by video id. InputError when two
+    files map to one id (``a.mp4`` and ``a.mkv``), which would overwrite each other."""
     by_id: dict[str, storage.FileInfo] = {}
-    for f in files:
+    for f in list_videos(videos) if files is None else files:
         vid = video_id_for(f.uri, videos)
         if vid in by_id:
             raise InputError(f"{by_id[vid].uri} and {f.uri} would both be stored as video {vid!r}; rename one")
         by_id[vid] = f
+    return by_id
+
+
+def plan_extraction(videos: str, store: FeatureStore, settings: FeatureSettings, *,
+                    allow_empty: bool = False) -> Plan:
+    """List ``videos`` and split them into the ones to extract and the ones whose manifest entry is current
+    (:func:`vmr.features.store.entry_is_current`: same source size and etag, same settings). InputError when there is
+    no video (unless ``allow_empty``: then a missing or empty folder plans nothing), or two files map to one id."""
+    if allow_empty and not storage.exists(videos):
+        return Plan(todo=[], skipped=[])
+    by_id = videos_by_id(videos)
+    if not by_id:
+        if allow_empty:
+            return Plan(todo=[], skipped=[])
+        raise InputError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) under {videos}")
     entries = store.entries()  # one listing instead of one request per video
     todo, skipped = [], []
     for vid, f in by_id.items():
-        e = entries.get(vid)
-        if e is not None and _entry_is_current(e, f, settings):
+        if entry_is_current(entries.get(vid), f.size, f.etag, settings):
             skipped.append(vid)
         else:
             todo.append(VideoJob(uri=f.uri, video_id=vid, size=f.size, etag=f.etag))
     return Plan(todo=todo, skipped=skipped)
-
-
-def _entry_is_current(entry: dict, f: storage.FileInfo, settings: ExtractSettings) -> bool:
-    # the same test as FeatureStore.is_current, on an entry already fetched
-    try:
-        return (
-            int(entry.get("source_size", -1)) == int(f.size)
-            and str(entry.get("source_etag")) == str(f.etag)
-            and ExtractSettings.from_entry(entry) == settings
-        )
-    except (KeyError, TypeError, ValueError):
-        return False
 
 
 @contextlib.contextmanager
@@ -107,7 +106,7 @@ class FramePreprocessor:
     decode tasks can preprocess without loading CLIP. ``cfg`` is ``ClipEncoder.model.visual.preprocess_cfg`` (a dict:
     size, mean, std, interpolation, resize_mode, fill_color); the transform is the one
     ``open_clip.create_model_and_transforms`` returns for eval, applied per frame on a PIL image exactly as
-    :meth:`vmr.clip_encoder.ClipEncoder.preprocess` does."""
+    :meth:`vmr.features.clip.ClipEncoder.preprocess` does."""
 
     def __init__(self, cfg: dict):
         from open_clip.transform import PreprocessCfg, image_transform_v2
@@ -128,7 +127,7 @@ class FramePreprocessor:
 
 
 def preprocess_config(encoder) -> dict:
-    """The preprocessing config of a :class:`vmr.clip_encoder.ClipEncoder`'s model (plain dict, picklable)."""
+    """The preprocessing config of a :class:`vmr.features.clip.ClipEncoder`'s model (plain dict, picklable)."""
     return dict(encoder.model.visual.preprocess_cfg)
 
 
@@ -142,7 +141,7 @@ def iter_pixel_chunks(path: str, fps: float, preprocess, chunk: int = 4) -> Iter
         yield ts, np.asarray(pixels, dtype=np.float32)
 
 
-def manifest_entry(job: VideoJob, duration: float, settings: ExtractSettings) -> dict:
+def manifest_entry(job: VideoJob, duration: float, settings: FeatureSettings) -> dict:
     """The manifest entry fields the extractor supplies (the store adds video_id, n_frames, dim, timestamps, created)."""
     return dict(
         source_uri=job.uri, source_size=int(job.size), source_etag=str(job.etag), duration=float(duration),
@@ -178,12 +177,12 @@ def extract_video(
 ) -> VideoFeatures:
     """Embed one video in this process: ``uri`` (any storage URI or path) -> :class:`VideoFeatures` with timestamps
     (n,) float64 seconds, features (n, dim) float32 L2-normalised, and the manifest entry ready for
-    :meth:`FeatureStore.write`. ``encoder`` is a :class:`vmr.clip_encoder.ClipEncoder`; ``video_id`` defaults to the
+    :meth:`FeatureStore.write`. ``encoder`` is a :class:`vmr.features.clip.ClipEncoder`; ``video_id`` defaults to the
     path under ``base`` (or the file name) without extension. Raises DecodeError for bad input."""
     src = storage.info(uri)
     vid = video_id or video_id_for(src.uri, base or src.uri)
     job = VideoJob(uri=src.uri, video_id=vid, size=src.size, etag=src.etag)
-    settings = ExtractSettings(model=encoder.model_name, pretrained=encoder.pretrained, fps=float(fps))
+    settings = FeatureSettings(model=encoder.model_name, pretrained=encoder.pretrained, fps=float(fps))
     import torch
 
     times, feats = [], []
@@ -215,7 +214,7 @@ def extract_into_store(uri: str, store: FeatureStore, encoder, fps: float, **kwa
     current); returns the stored features."""
     src = storage.info(uri)
     vid = kwargs.get("video_id") or video_id_for(src.uri, kwargs.get("base") or src.uri)
-    settings = ExtractSettings(model=encoder.model_name, pretrained=encoder.pretrained, fps=float(fps))
+    settings = FeatureSettings(model=encoder.model_name, pretrained=encoder.pretrained, fps=float(fps))
     if store.is_current(vid, src.size, src.etag, settings):
         return store.load(vid)
     vf = extract_video(uri, encoder, fps, **{**kwargs, "video_id": vid})

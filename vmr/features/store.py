@@ -25,9 +25,7 @@ import numpy as np
 
 from vmr import storage
 from vmr.errors import InputError
-
-EXTRACTOR_VERSION = "1"  # bump when decoding, sampling or preprocessing changes what a feature row means
-IMPORTED_EXTRACTOR_VERSION = "imported-npz-1"  # features imported from Moment-DETR / UniVTG style folders
+from vmr.features.settings import IMPORTED_EXTRACTOR_VERSION, FeatureSettings
 
 MANIFEST_KEYS = (
     "video_id", "source_uri", "source_size", "source_etag", "duration", "fps", "n_frames", "timestamps",
@@ -36,19 +34,17 @@ MANIFEST_KEYS = (
 _CALLER_KEYS = ("source_uri", "source_size", "source_etag", "duration", "fps", "model", "pretrained", "extractor_version")
 
 
-@dataclass(frozen=True)
-class ExtractSettings:
-    """What makes two feature rows comparable: the CLIP model, its weights tag, the sampling rate (samples per
-    second) and the extractor version."""
-
-    model: str
-    pretrained: str
-    fps: float
-    extractor_version: str = EXTRACTOR_VERSION
-
-    @classmethod
-    def from_entry(cls, entry: dict) -> "ExtractSettings":
-        return cls(str(entry["model"]), str(entry["pretrained"]), float(entry["fps"]), str(entry["extractor_version"]))
+def entry_is_current(entry: dict | None, source_size: int, source_etag: str, settings: FeatureSettings) -> bool:
+    """True when a manifest ``entry`` was made from the same source object (size and etag) with the same feature
+    settings, so a re-run can skip its video: the one "is this stored video current?" test."""
+    if not entry:
+        return False
+    try:
+        return (int(entry.get("source_size", -1)) == int(source_size)
+                and str(entry.get("source_etag")) == str(source_etag)
+                and FeatureSettings.from_entry(entry).matches(settings))
+    except (InputError, TypeError, ValueError):
+        return False
 
 
 @dataclass
@@ -213,27 +209,21 @@ class FeatureStore:
         except FileNotFoundError:
             return []
 
-    def is_current(self, video_id: str, source_size: int, source_etag: str, settings: ExtractSettings) -> bool:
+    def is_current(self, video_id: str, source_size: int, source_etag: str, settings: FeatureSettings) -> bool:
         """True when ``video_id`` is stored from the same source object (size and etag) with the same settings, so a
-        re-run can skip it."""
-        e = self.entry(video_id)
-        if e is None:
-            return False
-        return (
-            int(e.get("source_size", -1)) == int(source_size)
-            and str(e.get("source_etag")) == str(source_etag)
-            and ExtractSettings.from_entry(e) == settings
-        )
+        re-run can skip it (:func:`entry_is_current`)."""
+        return entry_is_current(self.entry(video_id), source_size, source_etag, settings)
 
-    def settings(self) -> ExtractSettings | None:
-        """The settings all stored videos were extracted with (None for an empty store). InputError if they differ."""
-        found: dict[ExtractSettings, list[str]] = {}
+    def settings(self) -> FeatureSettings | None:
+        """The settings all stored videos were extracted with (``dim`` left unknown; None for an empty store).
+        InputError if they differ."""
+        found: dict[FeatureSettings, list[str]] = {}
         for vid, e in self.entries().items():
-            found.setdefault(ExtractSettings.from_entry(e), []).append(vid)
+            found.setdefault(FeatureSettings.from_entry(e).without_dim(), []).append(vid)
         if not found:
             return None
         if len(found) > 1:
-            desc = "; ".join(f"{s} for {len(v)} videos (e.g. {v[0]})" for s, v in found.items())
+            desc = "; ".join(f"{s.describe()} for {len(v)} videos (e.g. {v[0]})" for s, v in found.items())
             raise InputError(f"feature store {self.uri} mixes extraction settings: {desc}")
         return next(iter(found))
 
