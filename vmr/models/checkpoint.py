@@ -2,7 +2,9 @@
 
     model.pt               the model's ``state_dict`` (CPU tensors, ``torch.save``)
     vmr_checkpoint.json    the model card: kind, task, model config, feature settings, vmr version, metrics, extra
-    train_state.pt         optional: optimizer/scheduler/epoch state to resume training (never needed for inference)
+    train_state.pt         optional: optimizer/scheduler/epoch state to resume training (never needed for inference);
+                           tensors and plain containers only, loaded with ``weights_only=True`` (never unpickled
+                           objects: a crafted file cannot run code on resume)
 
 The card is written last, so a directory with a card always has complete weights (a save killed midway leaves no
 card, and :func:`load_model` refuses it). Ray Train checkpoints *are* such directories (plus ``train_state.pt``), and
@@ -25,6 +27,7 @@ import importlib.metadata
 import io
 import json
 import os
+import pickle
 import posixpath
 import shutil
 import tempfile
@@ -32,6 +35,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -45,7 +49,8 @@ FORMAT_VERSION = 1
 # checkpoint *without* the field was trained (the field's default for new models may differ): loading an older card
 # fills them in, so its model computes what it computed when it was saved.
 ADDED_CONFIG_FIELDS: dict[str, dict[str, Any]] = {
-    "matr": {"center": "none"},  # input centring came after the first checkpoints; they were trained without it
+    # input centring, the similarity prior and run proposals came after the first checkpoints, trained without them
+    "matr": {"center": "none", "prior": "none", "proposals": "offsets"},
 }
 CARD_FILE = "vmr_checkpoint.json"
 WEIGHTS_FILE = "model.pt"
@@ -187,6 +192,56 @@ def _torch_bytes(obj) -> bytes:
     return buf.getvalue()
 
 
+def plain_state(obj):
+    """``obj`` with NumPy scalars as Python numbers and NumPy arrays as tensors, recursively through dicts, lists and
+    tuples, so that ``torch.load(..., weights_only=True)`` reads it back (it refuses NumPy objects)."""
+    if isinstance(obj, dict):
+        return {k: plain_state(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(plain_state(v) for v in obj)
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+# What train states written before :func:`plain_state` hold besides tensors: NumPy scalars in the metrics history.
+# Rebuilding a NumPy scalar from its dtype and bytes calls no other code, so these two are allowed when reading them.
+_OLD_TRAIN_STATE_GLOBALS = ("numpy.dtype", "numpy._core.multiarray.scalar", "numpy.core.multiarray.scalar")
+
+
+def read_train_state(blob: bytes, where: str) -> dict:
+    """A ``train_state.pt``'s dict, read with ``weights_only=True`` (tensors, numbers, strings and containers only;
+    NumPy scalars of older vmr versions too). :class:`InputError` naming ``where`` for anything else (a file that
+    would need arbitrary unpickling, which can run code) or an unreadable file."""
+    try:
+        return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        pass
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise InputError(f"{where}: unreadable {TRAIN_STATE_FILE}: {' '.join(str(e).split())[:200]}") from None
+    try:
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(io.BytesIO(blob))
+    except Exception:  # noqa: BLE001 - not even a readable zip: reported as unreadable below
+        unsafe = ["?"]
+    others = [g for g in unsafe if g not in _OLD_TRAIN_STATE_GLOBALS]
+    if others:
+        raise InputError(f"{where}: {TRAIN_STATE_FILE} holds objects other than tensors and plain values "
+                         f"({', '.join(others[:3])}); refusing to unpickle it (that can run code): resume only from "
+                         "checkpoints written by vmr, or start the run again without this checkpoint")
+    try:
+        from numpy._core.multiarray import scalar
+    except ImportError:  # NumPy 1
+        from numpy.core.multiarray import scalar
+    allowed = [np.dtype, scalar, *{type(np.dtype(c)) for c in "?bhilqBHILQefdg"}]  # the numeric dtypes' classes
+    try:
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
+        raise InputError(f"{where}: unreadable {TRAIN_STATE_FILE}: {' '.join(str(e).split())[:200]}") from None
+
+
 def save_checkpoint(dir_or_uri: str, model: nn.Module, features: Any, *, metrics: dict | None = None,
                     extra: dict | None = None, train_state: dict | None = None) -> ModelCard:
     """Write ``model`` (unwrapped from DDP, weights moved to CPU) as a checkpoint directory at ``dir_or_uri`` (a path
@@ -198,7 +253,7 @@ def save_checkpoint(dir_or_uri: str, model: nn.Module, features: Any, *, metrics
     storage.makedirs(dir_or_uri)
     storage.write_bytes_atomic(storage.join(dir_or_uri, WEIGHTS_FILE), _torch_bytes(state))
     if train_state is not None:
-        storage.write_bytes_atomic(storage.join(dir_or_uri, TRAIN_STATE_FILE), _torch_bytes(train_state))
+        storage.write_bytes_atomic(storage.join(dir_or_uri, TRAIN_STATE_FILE), _torch_bytes(plain_state(train_state)))
     storage.write_text_atomic(storage.join(dir_or_uri, CARD_FILE), card.to_json())
     card.source = storage.normalize(dir_or_uri)
     return card
@@ -347,8 +402,7 @@ def load_state(uri: str) -> tuple[dict, dict | None, ModelCard]:
         state = torch.load(io.BytesIO(storage.read_bytes(storage.join(ckpt, WEIGHTS_FILE))), map_location="cpu",
                            weights_only=True)
         path = storage.join(ckpt, TRAIN_STATE_FILE)
-        train_state = (torch.load(io.BytesIO(storage.read_bytes(path)), map_location="cpu", weights_only=False)
-                       if storage.exists(path) else None)
+        train_state = read_train_state(storage.read_bytes(path), ckpt) if storage.exists(path) else None
     except FileNotFoundError as e:
         raise InputError(f"{ckpt}: incomplete checkpoint ({e})") from None
     except (RuntimeError, EOFError, OSError) as e:
@@ -361,7 +415,7 @@ def load_train_state(uri: str) -> dict | None:
     path = storage.join(find_checkpoint(uri), TRAIN_STATE_FILE)
     if not storage.exists(path):
         return None
-    return torch.load(io.BytesIO(storage.read_bytes(path)), map_location="cpu", weights_only=False)
+    return read_train_state(storage.read_bytes(path), storage.parent(path))
 
 
 def check_features(card: ModelCard | FeatureSettings, store_settings: Any, *, what: str = "") -> None:
@@ -385,5 +439,6 @@ def check_features(card: ModelCard | FeatureSettings, store_settings: Any, *, wh
 __all__ = [
     "FORMAT_VERSION", "CARD_FILE", "WEIGHTS_FILE", "TRAIN_STATE_FILE", "MODEL_KINDS", "FeatureMismatchError",
     "FeatureSettings", "ModelCard", "model_classes", "build_model", "unwrap", "make_card", "save_checkpoint",
-    "find_checkpoint", "read_card", "load_model", "load_train_state", "load_state", "checkpoints_in", "check_features", "is_mlflow_uri",
+    "find_checkpoint", "read_card", "load_model", "load_train_state", "load_state", "read_train_state", "plain_state",
+    "checkpoints_in", "check_features", "is_mlflow_uri",
 ]

