@@ -146,11 +146,47 @@ def test_predict_reports_seconds_on_the_items_clock_with_probability_scores():
     right = torch.tensor([0.5, 2.5, 1.5, 0.5, 0.5]) / 5
     out = {"fg_logits": logits, "offsets": torch.stack([left, right], -1)[None],
            "target_mask": batch["target_mask"]}
-    pred = MATR(small_config()).predict(out, batch, top_k=5)[0]
+    pred = MATR(small_config(proposals="offsets")).predict(out, batch, top_k=5)[0]  # the paper's decoding
     np.testing.assert_allclose(pred[0], [12.0, 18.0, torch.sigmoid(torch.tensor(3.0)).item()], rtol=1e-6)
     # the two other proposals of the same span are suppressed (IoU 1 > 0.7); single-row spans survive
     np.testing.assert_allclose(pred[1:, :2], [[18.0, 20.0], [10.0, 12.0]])
     np.testing.assert_allclose(pred[:, 2], torch.sigmoid(torch.tensor([3.0, -3.0, -4.0])).numpy(), rtol=1e-6)
+
+
+def test_run_proposals_follow_the_foreground_curve_past_the_offsets():
+    """Rows 1..6 are foreground but every row proposes only itself: the run [1, 7) rows is the best moment."""
+    times = 2.0 * np.arange(8)
+    rng = np.random.default_rng(7)
+    batch = collate([Sample("x", "v", _unit(rng.normal(size=(8, 16))), times, 2.0, _unit(rng.normal(size=(2, 16))))])
+    logits = torch.tensor([[-4.0, 1.0, 2.0, 3.0, 2.0, 1.0, 0.5, -3.0]])
+    half_row = torch.full((8,), 0.5 / 8)
+    out = {"fg_logits": logits, "offsets": torch.stack([half_row, half_row], -1)[None],
+           "target_mask": batch["target_mask"]}
+    runs = MATR(small_config(proposals="offsets+runs")).predict(out, batch, top_k=3)[0]
+    np.testing.assert_allclose(runs[0, :2], [2.0, 14.0])
+    assert runs[0, 2] == pytest.approx(torch.sigmoid(torch.tensor(3.0)).item(), abs=1e-5)
+    rows = MATR(small_config(proposals="offsets")).predict(out, batch, top_k=3)[0]
+    np.testing.assert_allclose(rows[0, :2], [6.0, 8.0])  # the paper's decoding: the best row's own span
+
+
+def test_similarity_prior_starts_the_model_at_the_cosine_run():
+    """With the prior, an untrained model's foreground curve peaks where the query's mean row matches the target."""
+    from vmr.models.matr import similarity_prior
+
+    rng = np.random.default_rng(8)
+    target = _unit(rng.normal(size=(30, 16)))
+    query = _unit(target[12:16] + 0.05 * rng.normal(size=(4, 16)))
+    batch = collate([Sample("x", "v", target, 2.0 * np.arange(30), 2.0, query, spans=[[24.0, 32.0]])])
+    prior = similarity_prior(batch["target"], batch["query"], batch["target_mask"], batch["query_mask"])[0]
+    assert float(prior.max()) == pytest.approx(0.5) and float(prior.median()) == pytest.approx(-0.5, abs=0.05)
+    assert 12 <= int(prior.argmax()) < 16
+    torch.manual_seed(0)
+    with_prior = MATR(small_config()).eval()
+    with torch.no_grad():
+        fg = torch.sigmoid(with_prior(batch)["fg_logits"][0])
+    assert 12 <= int(fg.argmax()) < 16 and float(fg[12:16].mean()) > 0.5 > float(fg[20:].mean())
+    none = MATR(small_config(prior="none"))
+    assert not hasattr(none, "prior_scale")
 
 
 def test_config_overrides_and_bad_values():

@@ -30,6 +30,17 @@ Choices where the paper is silent (each also noted at the code that makes it):
   nothing is learned or stored for it. ``center="none"`` is the paper's literal input. Measured on the demo over 3
   class splits (``benchmarks/matr_vs_baseline.py``): pretraining val mIoU 65.2 at epoch 8 (13.5 without
   centring); test mIoU 39.8 (34.1 without) against 27.6 for the cosine baseline, R1@0.5 52.6 (39.7) against 24.9.
+* **Similarity prior** (``prior="similarity"``, our addition): the foreground logit of each target row gets
+  ``prior_scale * (z_i - 0.5)`` added, where ``z`` is the training-free similarity curve (cosine of the row with the
+  query's mean row, both centred on the target's mean, rescaled so that the median row is 0 and the best row 1:
+  :func:`similarity_prior`). ``prior_scale`` is a learned scalar starting at 8, so an untrained model already ranks
+  rows as the cosine run of :class:`vmr.models.baseline.CosineBaseline` does, and training learns what to add to or
+  take from it. Without it the model must rediscover query-target similarity from a few thousand synthetic pairs and
+  lost to the cosine run on real footage it had never seen. ``prior="none"`` is the paper's head.
+* **Run proposals** (``proposals="offsets+runs"``, our addition): besides every row's ``[c - left, c + right]``
+  span, ``predict`` proposes each maximal run of rows with foreground probability >= 0.5, scored by its peak; the
+  moment's length then follows the foreground curve where the boundary head, trained on a few moment lengths, has
+  not seen such a length (a replay slowed 4x). ``proposals="offsets"`` is the paper's decoding.
 * **Pre-fusion features** are the projection outputs ``E_t``, ``E_q`` before the token-type and positional terms
   (those add the same vector to every row of a video and would bias the cosine cost).
 * **One projection** serves both videos: both are CLIP image features, and a shared map keeps identical frames
@@ -106,6 +117,9 @@ class MATRConfig:
     head_kernel: int = 3
     fusion: Literal["attend", "sequence"] = "attend"   # how the heads read E_f (module docstring)
     center: Literal["target", "none"] = "target"  # subtract the target's mean frame feature first (docstring)
+    prior: Literal["similarity", "none"] = "similarity"  # add the query-target cosine curve to the fg logit (docstring)
+    prior_scale: float = 8.0          # initial weight of the similarity prior on the fg logit (learned)
+    proposals: Literal["offsets", "offsets+runs"] = "offsets+runs"  # predict's candidate spans (docstring)
     gamma: float = 0.1                # soft-DTW smoothing
     lambda_fg: float = 1.0
     lambda_seg: float = 1.0           # multiplies (lambda_l1 * smooth L1 + lambda_giou * (1 - GIoU))
@@ -115,6 +129,24 @@ class MATRConfig:
     lambda_align_post: float = 1.0
     l1_beta: float = 0.1              # smooth-L1 beta, in offsets normalised by the video's row count
     nms_iou: float = 0.7
+
+
+def similarity_prior(target: torch.Tensor, query: torch.Tensor, tmask: torch.Tensor, qmask: torch.Tensor) -> torch.Tensor:
+    """(B, M) the training-free similarity curve of each target row, on the scale the fg logit adds it at: the cosine
+    ``c_i`` of target row i (B, M, D) with the mean of the query's real rows (B, N, D), both centred on the target's
+    mean row, rescaled per item so that the median real row is -0.5 and the best is +0.5 (``z - 0.5`` with
+    ``z = (c - median) / (max - median)``). Its zero crossing is the similarity run's threshold (the midpoint of max
+    and median, :mod:`vmr.models.baseline`). Padded rows are 0. It has no parameters (the inputs are fixed features)."""
+    t = target * tmask[..., None]
+    q = query * qmask[..., None]
+    t_len = tmask.sum(1).clamp(min=1)
+    mean = t.sum(1, keepdim=True) / t_len[:, None, None]
+    qbar = ((q - mean) * qmask[..., None]).sum(1) / qmask.sum(1).clamp(min=1)[:, None]
+    c = torch.nn.functional.cosine_similarity(t - mean, qbar[:, None], dim=-1)  # (B, M)
+    top = c.masked_fill(~tmask, -torch.finfo(c.dtype).max).max(1, keepdim=True).values
+    med = torch.stack([c[b, tmask[b]].median() for b in range(len(c))])[:, None]
+    z = (c - med) / (top - med).clamp(min=1e-6)
+    return ((z - 0.5) * tmask).to(target.dtype)
 
 
 class MATR(nn.Module):
@@ -140,6 +172,10 @@ class MATR(nn.Module):
             raise ConfigError(f"MATRConfig.d_model={cfg.d_model} must be even and divisible by heads={cfg.heads}")
         if cfg.center not in ("target", "none"):
             raise ConfigError(f"MATRConfig.center must be 'target' or 'none', got {cfg.center!r}")
+        if cfg.prior not in ("similarity", "none"):
+            raise ConfigError(f"MATRConfig.prior must be 'similarity' or 'none', got {cfg.prior!r}")
+        if cfg.proposals not in ("offsets", "offsets+runs"):
+            raise ConfigError(f"MATRConfig.proposals must be 'offsets' or 'offsets+runs', got {cfg.proposals!r}")
         if cfg.gamma <= 0:
             raise ConfigError(f"MATRConfig.gamma must be positive, got {cfg.gamma}")
         d = cfg.d_model
@@ -156,6 +192,8 @@ class MATR(nn.Module):
         self.fg_head = ConvHead(head_in, d, 1, cfg.head_layers, cfg.head_kernel)
         self.boundary_head = ConvHead(head_in, d, 2, cfg.head_layers, cfg.head_kernel)
         xavier_init(self)
+        if cfg.prior == "similarity":  # after xavier_init, which would overwrite a scalar's value
+            self.prior_scale = nn.Parameter(torch.tensor(float(cfg.prior_scale)))
 
     # ------------------------------------------------------------------ forward
     def forward(self, batch: dict) -> dict:
@@ -172,6 +210,7 @@ class MATR(nn.Module):
                    for i in torch.nonzero((t_len == 0) | (q_len == 0)).flatten().tolist()]
             raise ValueError(f"MATR needs at least one target row and one query row per item; empty in {bad}")
         d = self.config.d_model
+        prior = similarity_prior(target, query, tmask, qmask) if self.config.prior == "similarity" else None
         if self.config.center == "target":
             mean = (target * tmask[..., None]).sum(1, keepdim=True) / t_len[:, None, None]
             target, query = (target - mean) * tmask[..., None], (query - mean) * qmask[..., None]
@@ -197,11 +236,13 @@ class MATR(nn.Module):
 
         feats, head_mask = self._fuse(t_g, t_l, pos_t, slots_pos, tmask, t_len)
         fg_logits = self.fg_head(feats, head_mask)[:, :M, 0]
+        if prior is not None:
+            fg_logits = fg_logits + self.prior_scale * prior
         offsets = torch.sigmoid(self.boundary_head(feats, head_mask)[:, :M])
         return {
             "fg_logits": fg_logits, "offsets": offsets, "crop": crop,
             "target_proj": e_t, "query_proj": e_q, "target_fused": t_g, "query_fused": q_g,
-            "target_mask": tmask, "query_mask": qmask,
+            "target_mask": tmask, "query_mask": qmask, "prior": prior,
         }
 
     @torch.no_grad()
@@ -274,6 +315,20 @@ class MATR(nn.Module):
                           + cfg.lambda_align_pre * terms["align_pre"] + cfg.lambda_align_post * terms["align_post"])
         return terms
 
+    @staticmethod
+    def _run_proposals(prob: np.ndarray, times: np.ndarray, step: float) -> np.ndarray:
+        """(R, 3) ``[start_s, end_s, score]``: each maximal run of rows with foreground probability >= 0.5, scored by
+        its peak probability plus a tie-break towards it over a row's own span (so an equally confident row span does
+        not shadow the run through NMS)."""
+        fg = prob >= 0.5
+        if not fg.any():
+            return np.zeros((0, 3))
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], fg.astype(np.int8), [0]])))
+        rows = edges.reshape(-1, 2).astype(np.float64)  # [s, e) row ranges
+        sec = timeline.position_to_seconds(times, step, rows)
+        peak = np.array([prob[int(s):int(e)].max() for s, e in rows]) + 1e-6
+        return np.concatenate([sec, peak[:, None]], axis=1)
+
     # ------------------------------------------------------------------ predict
     @torch.no_grad()
     def predict(self, out: dict, batch: dict, top_k: int = 5) -> list[np.ndarray]:
@@ -291,5 +346,8 @@ class MATR(nn.Module):
             pos = np.stack([centre - offsets[b, :m, 0] * m, centre + offsets[b, :m, 1] * m], axis=1).clip(0, m)
             sec = timeline.position_to_seconds(times[b, :m], float(steps[b]), pos)
             scored = np.concatenate([sec, prob[b, :m, None]], axis=1)
+            if self.config.proposals == "offsets+runs":
+                scored = np.concatenate([scored, self._run_proposals(prob[b, :m], times[b, :m], float(steps[b]))])
+                scored = scored[np.argsort(-scored[:, 2], kind="stable")]
             results.append(nms_1d(scored, self.config.nms_iou, top_k))
         return results
