@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures.s3 import s3_credentials_in_env
 
 from vmr import storage
 from vmr.errors import InputError
@@ -120,7 +121,8 @@ def ray_local():
 
     started = not ray.is_initialized()
     if started:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+        with s3_credentials_in_env():  # the workers' own credentials for the S3 tests (never forwarded by vmr)
+            ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     yield
     if started:
         ray.shutdown()

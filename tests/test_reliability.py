@@ -4,6 +4,13 @@ loopback S3 server, closed loopback ports)."""
 from __future__ import annotations
 
 import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +21,7 @@ from vmr.features.settings import FeatureSettings
 from vmr.models.checkpoint import TRAIN_STATE_FILE, load_state, load_train_state, save_checkpoint
 from vmr.models.matr import MATR, MATRConfig
 
+ROOT = Path(__file__).resolve().parents[1]
 DIM = 16
 SETTINGS = FeatureSettings(model="ViT-B-32", pretrained="none", fps=1.0)
 
@@ -76,3 +84,48 @@ def test_train_states_with_numpy_metrics_resume_old_and_new(tmp_path):
     assert old["epoch"] == 1 and float(old["history"][0]["val/mIoU"]) == 12.5
     torch.optim.AdamW(model.parameters()).load_state_dict(old["optimizer"])
     assert set(weights) == set(model.state_dict())
+
+
+# ---- secrets: never forwarded to Ray, so never in its logs --------------------------------------------------------
+
+
+def _files_holding(root: Path, needles: list[str]) -> list[str]:
+    """Every file under ``root`` whose bytes hold one of ``needles``."""
+    found = []
+    for p in root.rglob("*"):
+        if p.is_file() and not p.is_symlink():
+            try:
+                data = p.read_bytes()
+            except OSError:
+                continue
+            if any(n.encode() in data for n in needles):
+                found.append(str(p.relative_to(root)))
+    return found
+
+
+@pytest.mark.slow
+def test_s3_credentials_stay_out_of_ray_logs_and_output(s3_server, rendered_videos, tmp_path):
+    """A real extraction through a local Ray that the command starts: the S3 secret key (which the server needs, so
+    the workers had it) and a dummy MLflow password are in no file of that Ray's session folder and no printed line."""
+    from fixtures.s3 import SECRET_KEY
+
+    bucket = s3_server.bucket()
+    s3_server.upload(rendered_videos / "h264.mkv", bucket + "/raw/a.mkv")
+    s3_server.upload(rendered_videos / "ntsc.mp4", bucket + "/raw/b.mp4")
+    ray_tmp = Path(tempfile.mkdtemp(prefix="vr", dir="/tmp"))  # short: Ray's socket paths live below it
+    secrets = [SECRET_KEY, "dummy-mlflow-password-5b1f"]
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS",)}
+    env.update(s3_server.env(), RAY_TMPDIR=str(ray_tmp), MLFLOW_TRACKING_PASSWORD=secrets[1], PYTHONUNBUFFERED="1")
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "vmr.cli", "extract", "--videos", bucket + "/raw", "--out", bucket + "/features",
+             "--model", "ViT-S-32", "--pretrained", "none", "--fps", "1", "--batch-size", "8", "--json"],
+            env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert json.loads(done.stdout.strip().splitlines()[-1])["ok"] == 2
+        sessions = list(ray_tmp.glob("ray/session_*"))
+        assert sessions and any((s / "logs").is_dir() for s in sessions)
+        assert _files_holding(ray_tmp, secrets) == []
+        assert not any(s in done.stdout + done.stderr for s in secrets)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)

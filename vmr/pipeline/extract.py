@@ -34,8 +34,9 @@ Choices, where the issue is silent:
   and its videos are recorded as failed ("incomplete: ...") at the end; a re-run retries every failed video.
 - Remote videos are spilled to a private temporary folder per task (removed when the video is done), so a decode task
   holds one chunk of frames and one block of output, never a whole video, in memory.
-- The driver's AWS_* settings are passed to the stages' workers (``runtime_env``), so a cluster reads the same object
-  store as the driver.
+- The driver's object store endpoint and region are passed to the stages' workers (``runtime_env``), so a cluster
+  reads the same object store as the driver; credentials never are (Ray logs ``runtime_env``): see
+  :func:`vmr.pipeline.ray_session.forwarded_env`.
 """
 from __future__ import annotations
 
@@ -43,7 +44,6 @@ import functools
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,7 +65,7 @@ from vmr.features.extraction import (
 from vmr.features.settings import DEFAULT_FPS, DEFAULT_MODEL, DEFAULT_PRETRAINED, FeatureSettings
 from vmr.features.store import FeatureStore
 from vmr.features.video import DecodeError, probe
-from vmr.pipeline.ray_session import ensure_ray, quiet_ray_data
+from vmr.pipeline.ray_session import ensure_ray, forwarded_env, quiet_ray_data
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +76,6 @@ GPU_BATCH_SIZE = 256  # frames per tower call on a GPU
 # 3-minute file, + 0.64 GiB a 90-minute one (decord's frame index grows by about 1.5 KiB per frame; the file's 3.8 GiB
 # never enter memory). Chunk 16 would add about 0.45 GiB of decord batch buffers.
 DECODE_MEMORY_BASE = 2048 * 1024 * 1024
-_FORWARDED_ENV = (
-    "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-    "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE",
-    "AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE",
-)
 
 
 @dataclass
@@ -185,10 +180,6 @@ def exit_code(summary: ExtractSummary, strict: bool) -> int:
 
 
 # -- Ray ------------------------------------------------------------------------------------------------------------
-def _forwarded_env() -> dict:
-    return {k: os.environ[k] for k in _FORWARDED_ENV if os.environ.get(k)}
-
-
 def _frame_rows(job: VideoJob, start: int, ts: np.ndarray, pixels: np.ndarray, last: bool, duration: float) -> dict:
     n = len(ts)
     lastcol = np.zeros(n, dtype=bool)
@@ -436,7 +427,7 @@ def _dataset(cfg: ExtractConfig, jobs: list[VideoJob], pp_cfg: dict):
     else:
         max_actors = max(1, int(cpus // (2 * cfg.cpus_per_actor)))  # leave about half the CPUs to decoding
     max_actors = min(max_actors, max(1, len(jobs)))
-    env = _forwarded_env()
+    env = forwarded_env()
     remote = {"runtime_env": {"env_vars": env}} if env else {}
 
     ctx = DataContext.get_current()

@@ -13,6 +13,10 @@
   bars off (benchmarks; extraction turns them off for its own dataset and prints a line per video instead).
 - :func:`quiet_ray_train_worker`: Ray Train (2.60) logs every ``report`` at INFO on a logger named after its source
   file, which its own ``LoggingConfig`` does not reach; that logger is set to WARNING.
+- :func:`forwarded_env`: the driver's settings that Ray workers get in their ``runtime_env`` (object store endpoint
+  and region, MLflow's URI): never a credential, because Ray writes ``runtime_env`` to its logs in plain text. A
+  local cluster started by this driver runs its workers with the driver's environment, credentials included; on a
+  remote cluster the nodes bring their own (instance roles, their environment, ``~/.aws`` files).
 - :func:`say`: a line to the console from inside a Ray Train worker. Ray Train replaces ``print`` there with a
   logger call that, with a redirected stdout, also prints, so ``print`` shows each line twice: ``say`` writes to
   stdout directly.
@@ -25,6 +29,31 @@ import socket
 import sys
 
 LOG_LEVEL = "WARNING"
+# Settings forwarded to Ray workers (see the module docstring): where the object store and tracking server are, how
+# to retry them; no AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, no MLflow password or token.
+FORWARDED_ENV = (
+    "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_MAX_ATTEMPTS",
+    "AWS_RETRY_MODE", "MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL",
+)
+
+
+def forwarded_env() -> dict[str, str]:
+    """``{name: value}`` of the :data:`FORWARDED_ENV` settings set in this process, for a ``runtime_env``'s
+    ``env_vars``; a URI with a password in it (``https://user:pw@host``) is left out."""
+    from urllib.parse import urlsplit
+
+    out = {}
+    for k in FORWARDED_ENV:
+        v = os.environ.get(k)
+        if not v:
+            continue
+        try:
+            has_password = urlsplit(v).password is not None
+        except ValueError:
+            has_password = True
+        if not has_password:
+            out[k] = v
+    return out
 
 
 def _free_port() -> int:

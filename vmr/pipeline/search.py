@@ -83,8 +83,7 @@ def search_with_ray(localizer: Localizer, query: QueryFeatures, store_uri: str, 
     import ray
     from ray.data import ActorPoolStrategy
 
-    from vmr.pipeline.extract import _forwarded_env
-    from vmr.pipeline.ray_session import ensure_ray
+    from vmr.pipeline.ray_session import ensure_ray, forwarded_env
 
     ensure_ray()
     resources = ray.cluster_resources()
@@ -95,7 +94,7 @@ def search_with_ray(localizer: Localizer, query: QueryFeatures, store_uri: str, 
         max_actors = max(1, int(gpus // num_gpus)) if device == "cuda" else max(1, int(cpus // (2 * cpus_per_actor)))
     n_batches = max(1, -(-len(video_ids) // videos_per_batch))
     max_actors = min(max_actors, n_batches)
-    env = _forwarded_env()
+    env = forwarded_env()
     remote = {"runtime_env": {"env_vars": env}} if env else {}
 
     model_ref = ray.put(localizer.model.to("cpu"))

@@ -39,7 +39,7 @@ import torch
 from vmr import storage
 from vmr.errors import ConfigError
 from vmr.models.checkpoint import build_model, save_checkpoint, unwrap
-from vmr.pipeline.ray_session import quiet_ray_train_worker, say
+from vmr.pipeline.ray_session import forwarded_env, quiet_ray_train_worker, say
 from vmr.train.loop import (
     TrainConfig,
     autocast_dtype,
@@ -53,12 +53,6 @@ from vmr.train.loop import (
 )
 
 log = logging.getLogger(__name__)
-
-FORWARDED_ENV = (
-    "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-    "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE", "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME",
-    "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "MLFLOW_S3_ENDPOINT_URL",
-)
 
 
 @dataclass
@@ -349,7 +343,7 @@ def fit(loop: LoopConfig, trainer_cfg: TrainerConfig, datasets: dict, storage_pa
         raise ConfigError(f"trainer.num_workers must be >= 1, got {trainer_cfg.num_workers}")
     score = loop.score_attribute
     path, fs = storage_filesystem(storage_path)
-    env = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
+    env = forwarded_env()  # no credentials: Ray logs runtime_env
     run_config = ray.train.RunConfig(
         name=run_name, storage_path=path, storage_filesystem=fs,
         checkpoint_config=ray.train.CheckpointConfig(num_to_keep=trainer_cfg.num_to_keep or None,
