@@ -129,3 +129,32 @@ def test_s3_credentials_stay_out_of_ray_logs_and_output(s3_server, rendered_vide
         assert not any(s in done.stdout + done.stderr for s in secrets)
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+# ---- secrets: redacted where a config is dumped or a tracking URI printed ----------------------------------------
+
+
+def test_a_tracking_password_is_in_no_config_artifact_param_or_printed_line(mlflow_server, tmp_path):
+    """A real MLflow server reached through ``http://user:password@host``: the config dumped for ``vmr_config.yaml``
+    and logged as ``config.yaml``, the params, the run's address and the dashboard line all hide the password."""
+    from mlflow import MlflowClient
+
+    from vmr.config import dump_yaml, to_dict
+    from vmr.pipeline.tracking import Tracker, dashboard_command
+    from vmr.pipeline.workflow import resolve_config
+
+    password = "pw-7d1c9e0a"
+    uri = mlflow_server.uri.replace("http://", f"http://vmr-user:{password}@")
+    cfg, _ = resolve_config("finetune", None, [f"tracking.tracking_uri={uri}", f"data.workdir={tmp_path}"])
+    text = dump_yaml(cfg)
+    assert password not in text and "http://vmr-user:***@127.0.0.1" in text
+    tracker = Tracker(uri, "vmr-redaction")  # the server accepts (and ignores) the basic-auth credentials
+    run_id = tracker.start_run("redacted", to_dict(cfg), config_yaml=text)
+    client = MlflowClient(mlflow_server.uri)
+    logged = (Path(client.download_artifacts(run_id, "config.yaml", str(tmp_path))).read_text())
+    assert password not in logged and "vmr-user:***@" in logged
+    params = client.get_run(run_id).data.params
+    assert params["tracking.tracking_uri"] == uri.replace(password, "***")
+    assert not any(password in v for v in params.values())
+    for line in (tracker.run_url(), dashboard_command(uri)):
+        assert password not in line and "vmr-user:***@" in line

@@ -7,6 +7,7 @@ and the result is logged with the run (:func:`to_dict`). Unknown keys are errors
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from typing import Any, Iterable, TypeVar
@@ -183,5 +184,31 @@ def resolve(cls: type[T], files: Iterable[str] = (), overrides: Iterable[str] = 
     return from_dict(cls, data)
 
 
+# a key that names a secret (its value is replaced), and the password of a ``scheme://user:password@host`` URI
+SECRET_KEY = re.compile(r"(password|passwd|secret|token|credential|access_key|api_key|private_key)", re.I)
+_URI_PASSWORD = re.compile(r"(?P<pre>[a-zA-Z][a-zA-Z0-9+.-]*://[^/:@\s]+:)(?P<pw>[^@/\s]+)@")
+
+
+def redact(value: Any) -> Any:
+    """A value with the password of any ``scheme://user:password@host`` URI in it replaced by ``***`` (strings;
+    anything else as it is)."""
+    if isinstance(value, str):
+        return _URI_PASSWORD.sub(lambda m: m.group("pre") + "***@", value)
+    return value
+
+
+def redact_config(d: Any) -> Any:
+    """A nested config dict (or list) with secrets replaced by ``***``: the values of keys that name one
+    (:data:`SECRET_KEY`, unless empty) and the passwords in URIs."""
+    if isinstance(d, dict):
+        return {k: "***" if isinstance(k, str) and SECRET_KEY.search(k) and d[k] not in (None, "")
+                else redact_config(v) for k, v in d.items()}
+    if isinstance(d, list):
+        return [redact_config(v) for v in d]
+    return redact(d)
+
+
 def dump_yaml(cfg: Any) -> str:
-    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    """The YAML of a config dataclass or dict, secrets redacted (:func:`redact_config`): the one form in which a
+    config is written to a file, logged to MLflow or printed."""
+    return yaml.safe_dump(redact_config(to_dict(cfg)), sort_keys=False)

@@ -13,6 +13,7 @@ import sys
 
 import mlflow
 
+from vmr.config import redact
 from vmr.errors import InputError
 from vmr.models.checkpoint import CARD_FILE
 
@@ -75,11 +76,11 @@ def download_model(uri: str, dst: str, tracking_uri: str | None = None) -> str:
             local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dst)
     except Exception as e:  # noqa: BLE001 - MlflowException, connection errors
         msg = " ".join(str(e).split())[:300]
-        raise InputError(f"cannot fetch model {uri} from MLflow at {tracking_uri}: {msg}") from None
+        raise InputError(f"cannot fetch model {uri} from MLflow at {redact(tracking_uri)}: {msg}") from None
     for root, _dirs, files in sorted(os.walk(local)):
         if CARD_FILE in files:
             return root
-    raise InputError(f"{uri} (MLflow at {tracking_uri}) is not a vmr model: no {CARD_FILE} in it")
+    raise InputError(f"{uri} (MLflow at {redact(tracking_uri)}) is not a vmr model: no {CARD_FILE} in it")
 
 
 __all__ = ["download_model"]

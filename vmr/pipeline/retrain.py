@@ -62,6 +62,7 @@ from typing import Callable, Literal
 
 from vmr import storage
 from vmr.annotations.records import ActionInstance
+from vmr.config import redact
 from vmr.data.pairs import MatchPairConfig
 from vmr.errors import ConfigError, InputError
 
@@ -360,7 +361,7 @@ class RetrainResult:
                 shown = "  ".join(f"{k} {v:.2f}" for k, v in m.items() if k not in ("n", "loss"))
                 lines.append(f"  {who:<10} {getattr(self, who)}: {shown}")
         if self.run_id:
-            lines.append(f"  MLflow: run {self.run_id} (round {self.round}) at {self.tracking_uri}")
+            lines.append(f"  MLflow: run {self.run_id} (round {self.round}) at {redact(self.tracking_uri)}")
         return "\n".join(lines)
 
 
@@ -422,7 +423,7 @@ def run_retrain(cfg: RetrainConfig, *, announce: Callable[[str], None] = print) 
     champ = _champion_version(tracker.client, cfg.model_name, cfg.champion_alias)
     if champ is None:
         raise InputError(f"no version of {cfg.model_name!r} has the alias {cfg.champion_alias!r} in MLflow at "
-                         f"{tracking_uri}: register a model (vmr finetune) and set the alias, e.g. MlflowClient()"
+                         f"{redact(tracking_uri)}: register a model (vmr finetune) and set the alias, e.g. MlflowClient()"
                          f".set_registered_model_alias({cfg.model_name!r}, {cfg.champion_alias!r}, <version>)")
     champion_uri = f"models:/{cfg.model_name}/{champ.version}"
     scratch = os.path.join(os.path.abspath(cfg.workdir), "champion")

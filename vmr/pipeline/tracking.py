@@ -30,12 +30,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import tempfile
 import warnings
-from typing import Any
 
 from vmr import storage
+from vmr.config import SECRET_KEY, redact
 from vmr.errors import ConfigError
 from vmr.log_filters import without_log_message
 from vmr.pipeline.model_download import _artifact_progress_bars_on_a_terminal_only, _process_uris
@@ -46,8 +45,6 @@ RUN_NAME_TAG = "vmr.run_name"
 WORKFLOW_TAG = "vmr.workflow"
 MODEL_ARTIFACT = "model"
 REGISTERED_NAMES = {"matr": "vmr-matr", "a2fa": "vmr-a2fa"}
-_SECRET_KEY = re.compile(r"(password|passwd|secret|token|credential|access_key|api_key|private_key)", re.I)
-_URI_PASSWORD = re.compile(r"(?P<pre>[a-zA-Z][a-zA-Z0-9+.-]*://[^/:@\s]+:)(?P<pw>[^@/\s]+)@")
 _PARAM_MAX = 6000  # MLflow's param value limit (characters)
 
 
@@ -74,16 +71,10 @@ def resolve_tracking_uri(configured: str = "", workdir: str = ".") -> str:
 def dashboard_command(tracking_uri: str) -> str:
     """The command that shows these runs: ``mlflow ui --backend-store-uri ...`` for a local store, the server's
     address otherwise."""
+    tracking_uri = redact(tracking_uri)
     if tracking_uri.startswith(("http://", "https://")):
         return f"open {tracking_uri} (an MLflow server)"
     return f"mlflow ui --backend-store-uri {tracking_uri} --port 5000   # then open http://127.0.0.1:5000"
-
-
-def redact(value: Any) -> Any:
-    """A value with the password of any ``scheme://user:password@host`` URI in it replaced by ``***``."""
-    if isinstance(value, str):
-        return _URI_PASSWORD.sub(lambda m: m.group("pre") + "***@", value)
-    return value
 
 
 def params_from_config(config: dict) -> dict[str, str]:
@@ -93,7 +84,7 @@ def params_from_config(config: dict) -> dict[str, str]:
 
     out = {}
     for k, v in flatten(config).items():
-        if _SECRET_KEY.search(k.rsplit(".", 1)[-1]) and v not in (None, ""):
+        if SECRET_KEY.search(k.rsplit(".", 1)[-1]) and v not in (None, ""):
             v = "***"
         v = redact("" if v is None else str(v))
         out[k] = v[:_PARAM_MAX]
@@ -234,7 +225,7 @@ class Tracker:
     def run_url(self) -> str:
         exp = self.experiment_id()
         if self.tracking_uri.startswith(("http://", "https://")):
-            return f"{self.tracking_uri.rstrip('/')}/#/experiments/{exp}/runs/{self.run_id}"
+            return f"{redact(self.tracking_uri).rstrip('/')}/#/experiments/{exp}/runs/{self.run_id}"
         return f"experiment {self.experiment!r} ({exp}), run {self.run_id}"
 
     # ---- the model ----

@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
 from vmr import storage
+from vmr.config import redact
 from vmr.errors import ConfigError, SweepFailed
 
 log = logging.getLogger(__name__)
@@ -245,7 +246,7 @@ class SweepResult:
                  f"  best checkpoint: {self.best_checkpoint}"]
         if self.registered:
             lines.append(f"  registered model: {self.registered}")
-        lines += [f"  MLflow: parent run {self.parent_run_id} in experiment {self.experiment!r} at {self.tracking_uri}",
+        lines += [f"  MLflow: parent run {self.parent_run_id} in experiment {self.experiment!r} at {redact(self.tracking_uri)}",
                   f"  dashboard: {self.dashboard}",
                   f"  resume after a crash: the same command with name={self.name}"]
         return "\n".join(lines)
@@ -395,7 +396,7 @@ def run_sweep(cfg: SweepConfig, *, announce: Callable[[str], None] = print) -> S
     parent.start_run(name, to_dict(resolved), config_yaml=dump_yaml(resolved),
                      tags={"vmr.workflow": "tune", SWEEP_TAG: name, ROLE_TAG: PARENT_ROLE, "vmr.kind": kind,
                            "vmr.metric": metric, "vmr.experiment_dir": experiment_dir})
-    announce(f"MLflow parent run: {parent.run_url()}{' (resumed)' if parent.resumed else ''} at {tracking_uri}")
+    announce(f"MLflow parent run: {parent.run_url()}{' (resumed)' if parent.resumed else ''} at {redact(tracking_uri)}")
 
     ctx = TrialContext(name=name, train_files=files, train_overrides=overrides, trials_path=trials_path,
                        tracking_uri=tracking_uri, experiment=cfg.experiment, parent_run_id=parent.run_id,

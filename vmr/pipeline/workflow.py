@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Callable, Literal
 
 from vmr import storage
-from vmr.config import dump_yaml, resolve, to_dict
+from vmr.config import dump_yaml, redact, resolve, to_dict
 from vmr.data.pairs import MatchPairConfig
 from vmr.data.pretrain_clips import PretrainConfig
 from vmr.errors import ConfigError, InputError, TrainingError
@@ -342,7 +342,7 @@ def run_workflow(workflow: str, cfg: WorkflowConfig, *, announce: Callable[[str]
     tracker.start_run(run_name, to_dict(resolved), config_yaml=config_yaml,
                       tags={"vmr.workflow": workflow, "vmr.kind": kind, "vmr.task": task, "vmr.run_dir": run_dir,
                             "vmr.features": json.dumps(vars(settings))})
-    announce(f"MLflow: {tracker.run_url()}{' (resumed)' if tracker.resumed else ''} at {tracking_uri}")
+    announce(f"MLflow: {tracker.run_url()}{' (resumed)' if tracker.resumed else ''} at {redact(tracking_uri)}")
 
     # baseline, init weights
     baseline: dict = {}
@@ -642,7 +642,7 @@ def summary_text(r: WorkflowResult) -> str:
         lines.append("  cosine baseline: " + "  ".join(f"{k[9:]} {v:.2f}" for k, v in r.baseline.items()
                                                          if k != "baseline/n"))
     lines += [f"  checkpoint: {r.best_checkpoint} (latest: {r.latest_checkpoint})",
-              f"  MLflow run: {r.mlflow_run_id} in experiment {r.experiment!r} at {r.tracking_uri}"]
+              f"  MLflow run: {r.mlflow_run_id} in experiment {r.experiment!r} at {redact(r.tracking_uri)}"]
     if r.registered:
         lines.append(f"  registered model: {r.registered}")
     lines += [f"  dashboard: {r.dashboard}",
