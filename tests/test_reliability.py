@@ -158,3 +158,19 @@ def test_a_tracking_password_is_in_no_config_artifact_param_or_printed_line(mlfl
     assert not any(password in v for v in params.values())
     for line in (tracker.run_url(), dashboard_command(uri)):
         assert password not in line and "vmr-user:***@" in line
+
+
+# ---- file modes ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_atomic_writes_honour_the_umask(tmp_path, umask, mode):
+    from vmr import storage
+
+    old = os.umask(umask)
+    try:
+        storage.write_bytes_atomic(str(tmp_path / "a" / "f.json"), b"{}")
+        storage.write_text_atomic(str(tmp_path / "a" / "f.json"), "{}")  # replacing keeps the rule
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a" / "f.json").stat().st_mode & 0o777 == mode

@@ -125,14 +125,31 @@ def read_text(uri: str) -> str:
     return read_bytes(uri).decode("utf-8")
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where the OS tells (Linux: ``/proc/self/status``); elsewhere
+    set and restored at once."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_bytes_atomic(uri: str, data: bytes) -> None:
-    """Write ``data`` so that ``uri`` holds either its old content or all of ``data``, never a part."""
+    """Write ``data`` so that ``uri`` holds either its old content or all of ``data``, never a part. A local file
+    gets the mode a plain ``open(path, "w")`` would give it (0666 less the umask), not ``mkstemp``'s 0600."""
     if scheme(uri) == "file":
         path = strip(uri)
         folder = os.path.dirname(path) or "."
         os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=f".{uuid.uuid4().hex[:6]}.tmp")
         try:
+            os.fchmod(fd, 0o666 & ~_umask())
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
