@@ -239,7 +239,8 @@ def test_overfits_a_tiny_batch():
     seen = {k: round(float(v), 4) for k, v in terms.items()}
     assert float(terms["fg"]) < 0.02 and float(terms["seg"]) < 0.1, seen
     assert float(terms["fg"] + terms["seg"]) < 0.05 * float(first["fg"] + first["seg"]), (first, seen)
-    assert float(terms["align_pre"]) < first["align_pre"] and float(terms["align_post"]) < first["align_post"]
+    for k in ("align_pre", "align_post"):  # decreased, or the ground-truth alignment's hinge is met
+        assert float(terms[k]) < first[k] or float(terms[k]) == 0.0, (k, first[k], float(terms[k]))
     assert _recall_at_1(model.predict(out, batch, top_k=5), batch, 0.7) == 100.0
     # the decoder's crop (post-fusion alignment) found each query's true rows
     gt_rows = torch.tensor([[3, 9], [8, 14], [0, 5], [10, 17]])

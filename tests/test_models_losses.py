@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from torch.nn import functional as F
 
@@ -88,3 +89,78 @@ def test_alignment_loss_scale_does_not_grow_with_target_or_query_length():
         values.append(float(losses.alignment_loss(t, q, torch.ones(1, m, dtype=torch.bool),
                                                   torch.ones(1, n, dtype=torch.bool), gamma=0.1)))
     assert np.ptp(values) < 0.25 * np.mean(values), values
+
+
+def test_gather_rows_packs_the_moment_and_reverses_reversed_items():
+    x = torch.arange(2 * 5, dtype=torch.float64).reshape(2, 5, 1)
+    rows = torch.tensor([[False, True, True, True, False], [True, True, False, False, False]])
+    packed, mask = losses.gather_rows(x, rows, reverse=torch.tensor([False, True]))
+    assert mask.tolist() == [[True, True, True], [True, True, False]]
+    assert packed[..., 0].tolist() == [[1.0, 2.0, 3.0], [6.0, 5.0, 0.0]]
+
+
+def _alignment_fixture(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = torch.tensor(rng.normal(size=(2, 12, 8)))
+    fg = torch.zeros(2, 12, dtype=torch.bool)
+    fg[0, 3:7], fg[1, 6:11] = True, True
+    y = torch.stack([torch.cat([x[0, 3:7] + 0.1 * torch.tensor(rng.normal(size=(4, 8))), torch.zeros(1, 8)]),
+                     x[1, 6:11]]).clone()
+    y_mask = torch.tensor([[True] * 4 + [False], [True] * 5])
+    return x, y, fg, y_mask
+
+
+def test_ground_truth_alignment_gradients_match_finite_differences():
+    x, y, fg, y_mask = _alignment_fixture()
+    x_mask = torch.ones(2, 12, dtype=torch.bool)
+    for margin in (0.0, 1.0):
+        def f(a, b):
+            return losses.ground_truth_alignment_loss(a, b, fg, y_mask, 0.1, margin=margin, x_mask=x_mask)
+
+        assert torch.autograd.gradcheck(f, (x.clone().requires_grad_(), y.clone().requires_grad_()),
+                                        eps=1e-6, atol=1e-5, rtol=1e-4, fast_mode=True)
+
+
+def test_ground_truth_alignment_prefers_the_moment_and_follows_reversed_queries():
+    x, y, fg, y_mask = _alignment_fixture()
+    at_moment = losses.ground_truth_alignment_loss(x, y, fg, y_mask)
+    elsewhere = losses.ground_truth_alignment_loss(x, y, torch.roll(fg, 4, dims=1), y_mask)
+    assert float(at_moment) < float(elsewhere)
+    backwards = torch.stack([torch.cat([y[0, :4].flip(0), y[0, 4:]]), torch.cat([y[1, :5].flip(0), y[1, 5:]])])
+    both = torch.tensor([True, True])
+    reversed_ok = losses.ground_truth_alignment_loss(x, backwards, fg, y_mask, reverse=both)
+    reversed_as_forward = losses.ground_truth_alignment_loss(x, backwards, fg, y_mask)
+    assert float(reversed_ok) == pytest.approx(float(at_moment), abs=1e-9) and float(reversed_as_forward) > float(reversed_ok)
+
+
+def _spread_after_training(loss_fn, steps: int = 150) -> tuple[float, float]:
+    """Train a linear map of fixed random rows with ``loss_fn(projected target, projected query)`` alone; return the
+    rows' spread (mean cosine distance of target rows to their mean) before and after."""
+    x, y, fg, y_mask = _alignment_fixture(1)
+    x, y = x.float(), y.float()
+    torch.manual_seed(0)
+    proj = torch.nn.Linear(8, 8)
+    opt = torch.optim.Adam(proj.parameters(), lr=0.05)
+
+    def spread() -> float:
+        with torch.no_grad():
+            t = F.normalize(proj(x), dim=-1)
+            return float((1 - (t * F.normalize(t.mean(1, keepdim=True), dim=-1)).sum(-1)).mean())
+
+    before = spread()
+    for _ in range(steps):
+        opt.zero_grad()
+        loss_fn(proj(x), proj(y), fg, y_mask).backward()
+        opt.step()
+    return before, spread()
+
+
+def test_the_ground_truth_alignment_with_a_margin_does_not_collapse_the_features():
+    x_mask = torch.ones(2, 12, dtype=torch.bool)
+    before, after = _spread_after_training(
+        lambda a, b, fg, ym: losses.ground_truth_alignment_loss(a, b, fg, ym, 0.1, margin=0.5, x_mask=x_mask))
+    assert after > 0.5 * before, (before, after)
+    # the subsequence loss over the whole target, with no ground truth, pulls every row together
+    sub_before, sub_after = _spread_after_training(
+        lambda a, b, fg, ym: losses.alignment_loss(a, b, x_mask, ym, 0.1))
+    assert sub_after < sub_before and sub_after < after, (sub_before, sub_after, after)

@@ -172,6 +172,12 @@ def sample_clip_specs(videos: Mapping[str, float | tuple[float, float]], config:
     return specs
 
 
+def is_reversed(sample_id: str) -> bool:
+    """True for a sample whose query is its clip played backwards (:func:`sample_clip_specs` names it
+    ``{stem}:reverse``): a monotone alignment must see its moment's rows in reverse order."""
+    return str(sample_id).endswith(":reverse")
+
+
 def video_extents(store) -> dict[str, tuple[float, float]]:
     """Video id -> ``(start, end)`` seconds covered by its feature rows (``timestamps[0]``, ``timestamps[-1] + step``)
     for every video in a feature store. Reads only the manifest (``entries()``, whose entries hold ``timestamps`` and

@@ -50,7 +50,7 @@ FORMAT_VERSION = 1
 # fills them in, so its model computes what it computed when it was saved.
 ADDED_CONFIG_FIELDS: dict[str, dict[str, Any]] = {
     # input centring, the similarity prior and run proposals came after the first checkpoints, trained without them
-    "matr": {"center": "none", "prior": "none", "proposals": "offsets"},
+    "matr": {"center": "none", "prior": "none", "proposals": "offsets", "align": "subsequence"},
 }
 CARD_FILE = "vmr_checkpoint.json"
 WEIGHTS_FILE = "model.pt"

@@ -86,3 +86,62 @@ def alignment_loss(x: torch.Tensor, y: torch.Tensor, x_mask: torch.Tensor, y_mas
     cost = cosine_cost(x, y)
     value = soft_dtw(cost, gamma, lengths=lengths, subsequence=subsequence)
     return (value / lengths[:, 1].clamp(min=1).to(value.dtype)).mean()
+
+
+def _per_cell(cost: torch.Tensor, gamma: float, lengths: torch.Tensor, subsequence: bool) -> torch.Tensor:
+    """(B,) soft-DTW value divided by the number of cells of the shortest path: ``max(L, N)`` for a full alignment
+    of L x N, ``N`` for a subsequence alignment (a per-cell cosine cost, on one scale for both)."""
+    value = soft_dtw(cost, gamma, lengths=lengths, subsequence=subsequence)
+    cells = lengths[:, 1] if subsequence else lengths.max(1).values
+    return value / cells.clamp(min=1).to(value.dtype)
+
+
+def gather_rows(x: torch.Tensor, rows: torch.Tensor, reverse: torch.Tensor | None = None) -> tuple[torch.Tensor,
+                                                                                                  torch.Tensor]:
+    """The rows of ``x (B, M, d)`` where ``rows (B, M)`` is True, packed to the front in their order (reversed for
+    items where ``reverse (B,)`` is True): ``(packed (B, L, d), mask (B, L))`` with ``L`` the largest count."""
+    B, M, d = x.shape
+    count = rows.sum(1)
+    L = max(int(count.max()), 1) if B else 1
+    # stable sort of "not selected" puts the selected rows first, in row order
+    order = torch.argsort((~rows).to(torch.int8), dim=1, stable=True)[:, :L]
+    if reverse is not None and bool(reverse.any()):
+        k = torch.arange(L, device=x.device)[None].expand(B, -1)
+        flipped = (count[:, None] - 1 - k).clamp(min=0)
+        idx = torch.where(reverse[:, None] & (k < count[:, None]), flipped, k)
+        order = order.gather(1, idx)
+    packed = x.gather(1, order[..., None].expand(-1, -1, d))
+    mask = torch.arange(L, device=x.device)[None] < count[:, None]
+    return packed * mask[..., None], mask
+
+
+def ground_truth_alignment_loss(x: torch.Tensor, y: torch.Tensor, fg: torch.Tensor, y_mask: torch.Tensor,
+                                gamma: float = 0.1, reverse: torch.Tensor | None = None,
+                                margin: float = 0.0, x_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Soft-DTW alignment of the query with the ground-truth rows of the target only (MATR's matched-frame matrix A
+    read as the M x N matches of the moment, not of the whole target).
+
+    ``x (B, M, d)`` target rows, ``y (B, N, d)`` query rows, ``fg (B, M)`` True on the moment's rows, ``y_mask (B, N)``
+    True on real query rows. The moment's rows are gathered (:func:`gather_rows`; in reverse order for items where
+    ``reverse (B,)`` is True, whose query is the moment played backwards) and aligned with the query in *full*
+    soft-DTW on the cosine cost, divided by the shortest path's length ``max(L, N)`` for L moment rows and N query
+    rows, so the value is a per-cell cosine cost in about 0..2 whatever the lengths (a fixed divisor keeps the
+    gradient exact). Items without a moment row are left out.
+
+    Unlike the subsequence loss over the whole target, it uses the ground truth, but its minimum is still reached when
+    rows are pulled together; ``margin > 0`` adds the hinge ``relu(gt - background + margin)``, where ``background``
+    is the per-cell value (divided by N) of the best subsequence alignment of the query with the target's *other* rows
+    (``x_mask`` its real rows; moment rows priced at the maximum cost 2), so identical rows everywhere cost
+    ``margin`` instead of 0."""
+    packed, pmask = gather_rows(x, fg.bool(), reverse)
+    n_gt, n_q = pmask.sum(1), y_mask.sum(1)
+    has = (n_gt > 0) & (n_q > 0)
+    if not bool(has.any()):
+        return (x * 0).sum() + (y * 0).sum()
+    lengths = torch.stack([n_gt.clamp(min=1), n_q.clamp(min=1)], dim=1).long()
+    gt = _per_cell(cosine_cost(packed, y), gamma, lengths, subsequence=False)
+    if margin > 0 and x_mask is not None:
+        cost = cosine_cost(x, y).masked_fill(fg.bool()[..., None], 2.0)
+        bg_len = torch.stack([x_mask.sum(1), n_q.clamp(min=1)], dim=1).long()
+        gt = torch.relu(gt - _per_cell(cost, gamma, bg_len, subsequence=True) + margin)
+    return gt[has].mean()

@@ -93,6 +93,7 @@ from torch import nn
 
 from vmr import timeline
 from vmr.alignment import aligned_span, cosine_cost
+from vmr.data.pretrain_clips import is_reversed
 from vmr.errors import ConfigError
 from vmr.models import losses
 from vmr.models.layers import ConvHead, DecoderLayer, EncoderLayer, InputProjection, sine_positions, xavier_init
@@ -127,6 +128,9 @@ class MATRConfig:
     lambda_giou: float = 1.0
     lambda_align_pre: float = 1.0
     lambda_align_post: float = 1.0
+    align: Literal["subsequence", "ground_truth"] = "ground_truth"  # what the soft-DTW losses align (docstring)
+    align_margin: float = 0.1         # ground_truth only: hinge against the best background alignment (0 = off)
+    train_crop: Literal["aligned", "ground_truth"] = "aligned"  # the decoder's crop while training (docstring)
     l1_beta: float = 0.1              # smooth-L1 beta, in offsets normalised by the video's row count
     nms_iou: float = 0.7
 
@@ -176,6 +180,10 @@ class MATR(nn.Module):
             raise ConfigError(f"MATRConfig.prior must be 'similarity' or 'none', got {cfg.prior!r}")
         if cfg.proposals not in ("offsets", "offsets+runs"):
             raise ConfigError(f"MATRConfig.proposals must be 'offsets' or 'offsets+runs', got {cfg.proposals!r}")
+        if cfg.align not in ("subsequence", "ground_truth"):
+            raise ConfigError(f"MATRConfig.align must be 'subsequence' or 'ground_truth', got {cfg.align!r}")
+        if cfg.train_crop not in ("aligned", "ground_truth"):
+            raise ConfigError(f"MATRConfig.train_crop must be 'aligned' or 'ground_truth', got {cfg.train_crop!r}")
         if cfg.gamma <= 0:
             raise ConfigError(f"MATRConfig.gamma must be positive, got {cfg.gamma}")
         d = cfg.d_model
@@ -225,7 +233,10 @@ class MATR(nn.Module):
             x = layer(x, pos, mask)
         t_g, q_g = x[:, :M], x[:, M:]
 
-        crop = self._crop(t_g, q_g, t_len, q_len)
+        aligned = self._crop(t_g, q_g, t_len, q_len)
+        crop = aligned
+        if self.training and self.config.train_crop == "ground_truth" and "fg" in batch:
+            crop = self._ground_truth_crop(batch["fg"].to(p.device) > 0.5, tmask, aligned)
         rows = torch.arange(M, device=p.device)
         in_crop = (rows[None] >= crop[:, :1]) & (rows[None] < crop[:, 1:]) & tmask
         slots_pos = sine_positions(self.config.queries, d, p.device, p.dtype)[None]
@@ -240,7 +251,7 @@ class MATR(nn.Module):
             fg_logits = fg_logits + self.prior_scale * prior
         offsets = torch.sigmoid(self.boundary_head(feats, head_mask)[:, :M])
         return {
-            "fg_logits": fg_logits, "offsets": offsets, "crop": crop,
+            "fg_logits": fg_logits, "offsets": offsets, "crop": crop, "aligned_crop": aligned,
             "target_proj": e_t, "query_proj": e_q, "target_fused": t_g, "query_fused": q_g,
             "target_mask": tmask, "query_mask": qmask, "prior": prior,
         }
@@ -254,6 +265,22 @@ class MATR(nn.Module):
         s = torch.minimum(span[:, 0].clamp(min=0), t_len - 1)
         e = torch.maximum(torch.minimum(span[:, 1], t_len), s + 1)
         return torch.stack([s, e], dim=1)
+
+    @torch.no_grad()
+    def _ground_truth_crop(self, fg: torch.Tensor, tmask: torch.Tensor, aligned: torch.Tensor) -> torch.Tensor:
+        """(B, 2) rows ``[s, e)`` from the first to the last foreground row, each end moved by a random -1..+1 rows
+        (so the decoder does not learn that a crop's edges are the moment's); items without one keep ``aligned``."""
+        fg = fg & tmask
+        rows = torch.arange(fg.shape[1], device=fg.device)[None]
+        has = fg.any(1)
+        s = torch.where(fg, rows, fg.shape[1]).min(1).values
+        e = torch.where(fg, rows + 1, 0).max(1).values
+        jitter = torch.randint(-1, 2, (len(fg), 2), device=fg.device)
+        t_len = tmask.sum(1)
+        s = (s + jitter[:, 0]).clamp(min=0)
+        e = torch.minimum(torch.maximum(e + jitter[:, 1], s + 1), t_len)
+        s = torch.minimum(s, e - 1)
+        return torch.where(has[:, None], torch.stack([s, e], 1), aligned)
 
     def _fuse(self, t_g, t_l, pos_t, slots_pos, tmask, t_len):
         """E_f and its row mask for the conv heads; the first M output rows are the target positions."""
@@ -307,10 +334,12 @@ class MATR(nn.Module):
         terms["l1"], terms["giou"] = losses.boundary_losses(offsets, gt_off, fg_rows & tmask, beta=cfg.l1_beta)
         terms["seg"] = cfg.lambda_l1 * terms["l1"] + cfg.lambda_giou * terms["giou"]
         zero = logits.sum() * 0
-        terms["align_pre"] = (losses.alignment_loss(out["target_proj"], out["query_proj"], tmask, qmask, cfg.gamma)
+        terms["align_pre"] = (self._alignment(out["target_proj"], out["query_proj"], batch, tmask, qmask)
                               if cfg.lambda_align_pre else zero)
-        terms["align_post"] = (losses.alignment_loss(out["target_fused"], out["query_fused"], tmask, qmask, cfg.gamma)
+        terms["align_post"] = (self._alignment(out["target_fused"], out["query_fused"], batch, tmask, qmask)
                                if cfg.lambda_align_post else zero)
+        terms["crop_iou"] = self._crop_iou(out["aligned_crop"], batch["fg"].to(logits.device) > 0.5, tmask) \
+            if "aligned_crop" in out else zero
         terms["total"] = (cfg.lambda_fg * terms["fg"] + cfg.lambda_seg * terms["seg"]
                           + cfg.lambda_align_pre * terms["align_pre"] + cfg.lambda_align_post * terms["align_post"])
         return terms
@@ -328,6 +357,29 @@ class MATR(nn.Module):
         sec = timeline.position_to_seconds(times, step, rows)
         peak = np.array([prob[int(s):int(e)].max() for s, e in rows]) + 1e-6
         return np.concatenate([sec, peak[:, None]], axis=1)
+
+    @staticmethod
+    @torch.no_grad()
+    def _crop_iou(crop: torch.Tensor, fg: torch.Tensor, tmask: torch.Tensor) -> torch.Tensor:
+        """Mean IoU (in rows) of the post-fusion aligned crop with the foreground rows, over items that have any: a
+        diagnostic of how well the alignment finds the moment (not part of ``total``)."""
+        rows = torch.arange(fg.shape[1], device=fg.device)[None]
+        in_crop = (rows >= crop[:, :1]) & (rows < crop[:, 1:]) & tmask
+        fg = fg & tmask
+        inter, union = (in_crop & fg).sum(1).float(), (in_crop | fg).sum(1).float()
+        has = fg.any(1)
+        return (inter[has] / union[has]).mean() if bool(has.any()) else inter.sum() * 0
+
+    def _alignment(self, x, y, batch: dict, tmask, qmask) -> torch.Tensor:
+        """One soft-DTW alignment term (module docstring): the query against the ground-truth rows (``fg``), reversed
+        for reversed-clip samples, with the background hinge; or the paper-literal subsequence over the whole target."""
+        cfg = self.config
+        if cfg.align == "subsequence":
+            return losses.alignment_loss(x, y, tmask, qmask, cfg.gamma)
+        fg = batch["fg"].to(x.device) > 0.5
+        reverse = torch.tensor([is_reversed(s) for s in batch.get("sample_id", [""] * len(x))], device=x.device)
+        return losses.ground_truth_alignment_loss(x, y, fg & tmask, qmask, cfg.gamma, reverse=reverse,
+                                                  margin=cfg.align_margin, x_mask=tmask)
 
     # ------------------------------------------------------------------ predict
     @torch.no_grad()
