@@ -174,3 +174,107 @@ def test_atomic_writes_honour_the_umask(tmp_path, umask, mode):
     finally:
         os.umask(old)
     assert (tmp_path / "a" / "f.json").stat().st_mode & 0o777 == mode
+
+
+# ---- damaged store files: one line naming the file, the other videos unaffected, a re-run repairs -----------------
+
+
+def _write_video(store, vid: str, source_uri: str, size: int, etag: str, rows: int = 12, dim: int = 512) -> None:
+    rng = np.random.default_rng(abs(hash(vid)) % 1000)
+    f = rng.normal(size=(rows, dim)).astype(np.float32)
+    f /= np.linalg.norm(f, axis=1, keepdims=True)
+    store.write(vid, np.arange(rows) + 0.5, f, dict(
+        source_uri=source_uri, source_size=size, source_etag=etag, duration=float(rows), fps=1.0,
+        model="ViT-B-32", pretrained="none", extractor_version=SETTINGS.extractor_version))
+
+
+def _cut(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_damaged_features_and_entries_give_one_line_and_hide_nothing_else(tmp_path, capsys):
+    from vmr.cli import main
+    from vmr.features.store import FeatureStore
+
+    store = FeatureStore(str(tmp_path / "store"))
+    for vid in ("v0", "v1", "v2"):
+        _write_video(store, vid, f"synthetic://{vid}", 100, "1")
+    _cut(tmp_path / "store/features/v0.npz")
+    _cut(tmp_path / "store/manifest/v1.json")
+    with pytest.raises(InputError) as e:
+        store.load("v0")
+    assert "damaged features file" in str(e.value) and "features/v0.npz" in str(e.value)
+    assert "vmr extract" in str(e.value) and "\n" not in str(e.value)
+    entry = json.loads((tmp_path / "store/manifest/v0.json").read_text())
+    del entry["features_sha256"]  # as vmr < 0.2 wrote it: the cut zip itself is reported
+    (tmp_path / "store/manifest/v0.json").write_text(json.dumps(entry))
+    with pytest.raises(InputError, match=r"damaged features file .*v0\.npz \(BadZipFile"):
+        store.load("v0")
+    assert sorted(store.entries()) == ["v0", "v2"]  # the damaged entry hides only its own video
+    with pytest.raises(InputError, match=r"damaged manifest entry .*manifest/v1\.json.*vmr extract"):
+        store.entry("v1")
+    assert store.load("v2").features.shape == (12, 512)
+    # the same bytes cut short without the size check noticing (same length): the checksum catches them
+    blob = bytearray((tmp_path / "store/features/v2.npz").read_bytes())
+    blob[-200] ^= 0xFF
+    (tmp_path / "store/features/v2.npz").write_bytes(bytes(blob))
+    with pytest.raises(InputError, match="sha256"):
+        store.load("v2")
+    # through the CLI: one line, exit code 2, no traceback
+    capsys.readouterr()
+    code = main(["localize", "--text", "a sentence", "--model", "baseline", "--store", store.uri, "--target", "v0",
+                 "--pretrained", "none"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "features/v0.npz" in err and "Traceback" not in err
+    # import-features names the damaged source file
+    src = tmp_path / "src"
+    src.mkdir()
+    np.savez(src / "q.npz", features=np.ones((4, 8), np.float32))
+    _cut(src / "q.npz")
+    code = main(["import-features", "--src", str(src), "--out", str(tmp_path / "imported"), "--clip-seconds", "2",
+                 "--model", "ViT-B-32", "--pretrained", "none"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "q.npz" in err
+
+
+def test_the_current_test_checks_the_features_and_a_rerun_repairs_them(tmp_path, rendered_videos):
+    from vmr import storage
+    from vmr.features.clip import ClipEncoder
+    from vmr.features.extraction import extract_into_store, plan_extraction
+    from vmr.features.store import FeatureStore
+
+    src = tmp_path / "raw"
+    src.mkdir()
+    for name in ("a", "b", "c", "d"):
+        (src / f"{name}.mp4").write_bytes(name.encode() * 1000)  # planning lists files, it never decodes them
+    listed = {Path(f.uri).stem: f for f in storage.list_files(str(src))}
+    store = FeatureStore(str(tmp_path / "store"))
+    for vid, f in listed.items():
+        _write_video(store, vid, f.uri, f.size, f.etag)
+    settings = FeatureSettings("ViT-B-32", "none", 1.0)
+    assert plan_extraction(str(src), store, settings).skipped == ["a", "b", "c", "d"]
+    _cut(tmp_path / "store/features/a.npz")  # truncated
+    (tmp_path / "store/features/b.npz").unlink()  # deleted
+    _cut(tmp_path / "store/manifest/c.json")  # a damaged entry: redone, and the others still planned
+    # an entry written before the features' size and checksum were recorded stays current while its file is whole
+    e = json.loads((tmp_path / "store/manifest/d.json").read_text())
+    for k in ("features_size", "features_sha256"):
+        e.pop(k)
+    (tmp_path / "store/manifest/d.json").write_text(json.dumps(e))
+    plan = plan_extraction(str(src), store, settings)
+    assert sorted(j.video_id for j in plan.todo) == ["a", "b", "c"] and plan.skipped == ["d"]
+    _cut(tmp_path / "store/features/d.npz")
+    assert [j.video_id for j in plan_extraction(str(src), store, settings).todo] == ["a", "b", "c", "d"]
+    assert not store.is_current("a", listed["a"].size, listed["a"].etag, settings)
+
+    # a real re-extraction repairs a cut features file
+    video = tmp_path / "real" / "clip.mkv"
+    video.parent.mkdir()
+    shutil.copy(rendered_videos / "h264.mkv", video)
+    encoder = ClipEncoder("ViT-S-32", "none", device="cpu", seed=0)
+    first = extract_into_store(str(video), store, encoder, 1.0)
+    _cut(tmp_path / "store/features/clip.npz")
+    again = extract_into_store(str(video), store, encoder, 1.0)
+    assert np.allclose(again.features, first.features, atol=1e-5)
+    assert store.load("clip").entry["features_size"] == (tmp_path / "store/features/clip.npz").stat().st_size

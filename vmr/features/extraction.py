@@ -68,7 +68,8 @@ def videos_by_id(videos: str, files: list[storage.FileInfo] | None = None) -> di
 def plan_extraction(videos: str, store: FeatureStore, settings: FeatureSettings, *,
                     allow_empty: bool = False) -> Plan:
     """List ``videos`` and split them into the ones to extract and the ones whose manifest entry is current
-    (:func:`vmr.features.store.entry_is_current`: same source size and etag, same settings). InputError when there is
+    (:func:`vmr.features.store.entry_is_current`: same source size and etag, same settings, features file whole;
+    a damaged manifest entry or features file gets its video redone, which repairs it). InputError when there is
     no video (unless ``allow_empty``: then a missing or empty folder plans nothing), or two files map to one id."""
     if allow_empty and not storage.exists(videos):
         return Plan(todo=[], skipped=[])
@@ -77,10 +78,11 @@ def plan_extraction(videos: str, store: FeatureStore, settings: FeatureSettings,
         if allow_empty:
             return Plan(todo=[], skipped=[])
         raise InputError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) under {videos}")
-    entries = store.entries()  # one listing instead of one request per video
+    entries = store.entries()  # one listing instead of one request per video (a damaged entry is left out)
+    sizes = store.feature_sizes()  # and one for the features files: a missing or cut one is redone
     todo, skipped = [], []
     for vid, f in by_id.items():
-        if entry_is_current(entries.get(vid), f.size, f.etag, settings):
+        if entry_is_current(entries.get(vid), f.size, f.etag, settings, features_size=sizes.get(vid)):
             skipped.append(vid)
         else:
             todo.append(VideoJob(uri=f.uri, video_id=vid, size=f.size, etag=f.etag))
@@ -216,7 +218,10 @@ def extract_into_store(uri: str, store: FeatureStore, encoder, fps: float, **kwa
     vid = kwargs.get("video_id") or video_id_for(src.uri, kwargs.get("base") or src.uri)
     settings = FeatureSettings(model=encoder.model_name, pretrained=encoder.pretrained, fps=float(fps))
     if store.is_current(vid, src.size, src.etag, settings):
-        return store.load(vid)
+        try:
+            return store.load(vid)
+        except InputError:  # damaged without its size changing (checksum): extracted again below
+            pass
     vf = extract_video(uri, encoder, fps, **{**kwargs, "video_id": vid})
     store.write(vid, vf.timestamps, vf.features, vf.entry)
     return store.load(vid)

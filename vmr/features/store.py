@@ -3,7 +3,8 @@
 Layout under the store root (a local path or any :mod:`vmr.storage` URI)::
 
     {root}/features/{video_id}.npz      timestamps (n,) float64 seconds, features (n, D) float32, L2-normalised rows
-    {root}/manifest/{video_id}.json     one manifest entry per video (keys: MANIFEST_KEYS)
+    {root}/manifest/{video_id}.json     one manifest entry per video (keys: MANIFEST_KEYS, and FEATURES_KEYS: the
+                                        features file's size in bytes and sha256, absent in entries of vmr < 0.2)
     {root}/failures.json                [{uri, reason, ...}] of the last extraction run
 
 ``video_id`` may contain ``/`` (videos in subfolders of the ``--videos`` prefix); the same subfolders appear under
@@ -14,11 +15,14 @@ file without an entry, which the next run rewrites.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import logging
 import math
 import posixpath
 import time
+import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,23 +31,35 @@ from vmr import storage
 from vmr.errors import InputError
 from vmr.features.settings import IMPORTED_EXTRACTOR_VERSION, FeatureSettings
 
+log = logging.getLogger(__name__)
+
 MANIFEST_KEYS = (
     "video_id", "source_uri", "source_size", "source_etag", "duration", "fps", "n_frames", "timestamps",
     "model", "pretrained", "extractor_version", "dim", "created",
 )
+FEATURES_KEYS = ("features_size", "features_sha256")  # of the .npz bytes, recorded by write()
+REPAIR_HINT = "re-run vmr extract (or vmr import-features) for it to repair the store"
 _CALLER_KEYS = ("source_uri", "source_size", "source_etag", "duration", "fps", "model", "pretrained", "extractor_version")
 
 
-def entry_is_current(entry: dict | None, source_size: int, source_etag: str, settings: FeatureSettings) -> bool:
+def entry_is_current(entry: dict | None, source_size: int, source_etag: str, settings: FeatureSettings, *,
+                     features_size: int | None) -> bool:
     """True when a manifest ``entry`` was made from the same source object (size and etag) with the same feature
-    settings, so a re-run can skip its video: the one "is this stored video current?" test."""
-    if not entry:
+    settings and its features file is there and whole, so a re-run can skip its video: the one "is this stored video
+    current?" test. ``features_size``: the features file's size in bytes as listed (None: it is missing); it must be
+    the size the entry records (``features_size``), or, for an entry from before that was recorded, at least the
+    bytes of its arrays. A file damaged without changing its size is caught by :meth:`FeatureStore.load` (sha256)."""
+    if not entry or features_size is None:
         return False
     try:
-        return (int(entry.get("source_size", -1)) == int(source_size)
+        if "features_size" in entry:
+            whole = int(entry["features_size"]) == int(features_size)
+        else:
+            whole = int(features_size) >= int(entry["n_frames"]) * (8 + 4 * int(entry["dim"]))
+        return (whole and int(entry.get("source_size", -1)) == int(source_size)
                 and str(entry.get("source_etag")) == str(source_etag)
                 and FeatureSettings.from_entry(entry).matches(settings))
-    except (InputError, TypeError, ValueError):
+    except (InputError, TypeError, ValueError, KeyError):
         return False
 
 
@@ -135,7 +151,9 @@ class FeatureStore:
 
         buf = io.BytesIO()
         np.savez(buf, timestamps=ts, features=feats)
-        storage.write_bytes_atomic(self.features_uri(video_id), buf.getvalue())
+        blob = buf.getvalue()
+        full.update(features_size=len(blob), features_sha256=hashlib.sha256(blob).hexdigest())
+        storage.write_bytes_atomic(self.features_uri(video_id), blob)
         storage.write_text_atomic(self.entry_uri(video_id), json.dumps(full, indent=1))
 
     def write_failures(self, failures: list[dict]) -> None:
@@ -151,11 +169,22 @@ class FeatureStore:
 
     # -- reading ---------------------------------------------------------------------------------------------
     def entry(self, video_id: str) -> dict | None:
-        """The manifest entry of ``video_id``, or None if it has none."""
+        """The manifest entry of ``video_id``, or None if it has none. InputError naming the file when it is not
+        valid JSON (a truncated copy)."""
+        uri = self.entry_uri(video_id)
         try:
-            return json.loads(storage.read_text(self.entry_uri(video_id)))
+            text = storage.read_text(uri)
         except FileNotFoundError:
             return None
+        return _parse_entry(text, uri)
+
+    def feature_sizes(self) -> dict[str, int]:
+        """``{video_id: bytes}`` of every features file, from one listing (for :func:`entry_is_current`)."""
+        root = storage.join(self.uri, "features")
+        if not storage.exists(root):
+            return {}
+        return {storage.relative(f.uri, root)[:-len(".npz")]: f.size
+                for f in storage.list_files(root, extensions={".npz"})}
 
     def entries(self) -> dict[str, dict]:
         """All manifest entries by video id (sorted)."""
@@ -168,7 +197,11 @@ class FeatureStore:
         blobs = fs.cat([storage.strip(u) for u in uris]) if uris else {}  # one concurrent fetch on object stores
         out = {}
         for u in uris:
-            e = json.loads(blobs[storage.strip(u)])
+            try:
+                e = _parse_entry(blobs[storage.strip(u)], u)
+            except InputError as err:  # one damaged entry must not hide the others: its video is just not there
+                log.warning("%s", err)
+                continue
             out[e["video_id"]] = e
         return dict(sorted(out.items()))
 
@@ -188,13 +221,17 @@ class FeatureStore:
         if entry is None:
             known = len(self)
             raise InputError(f"video {video_id!r} is not in the feature store {self.uri} ({known} videos there)")
+        uri = self.features_uri(video_id)
         try:
-            data = storage.read_bytes(self.features_uri(video_id))
-        except FileNotFoundError as e:
-            raise InputError(f"feature store {self.uri}: features of {video_id!r} are missing") from e
-        with np.load(io.BytesIO(data)) as z:
-            ts = z["timestamps"].astype(np.float64)
-            feats = z["features"].astype(np.float32)
+            data = storage.read_bytes(uri)
+        except FileNotFoundError:
+            raise InputError(f"feature store {self.uri}: features of {video_id!r} are missing ({uri}); "
+                             f"{REPAIR_HINT}") from None
+        sha = entry.get("features_sha256")
+        if sha and hashlib.sha256(data).hexdigest() != sha:
+            raise InputError(f"damaged features file {uri} (its sha256 is not its manifest entry's; or it is being "
+                             f"re-extracted right now); {REPAIR_HINT}")
+        ts, feats = read_features_npz(data, uri)
         if len(ts) != int(entry["n_frames"]):
             raise InputError(
                 f"feature store {self.uri}: {video_id!r} has {len(ts)} rows but its manifest says {entry['n_frames']} "
@@ -212,7 +249,11 @@ class FeatureStore:
     def is_current(self, video_id: str, source_size: int, source_etag: str, settings: FeatureSettings) -> bool:
         """True when ``video_id`` is stored from the same source object (size and etag) with the same settings, so a
         re-run can skip it (:func:`entry_is_current`)."""
-        return entry_is_current(self.entry(video_id), source_size, source_etag, settings)
+        try:
+            features_size = storage.info(self.features_uri(video_id)).size
+        except InputError:  # not found
+            features_size = None
+        return entry_is_current(self.entry(video_id), source_size, source_etag, settings, features_size=features_size)
 
     def settings(self) -> FeatureSettings | None:
         """The settings all stored videos were extracted with (``dim`` left unknown; None for an empty store).
@@ -226,6 +267,33 @@ class FeatureStore:
             desc = "; ".join(f"{s.describe()} for {len(v)} videos (e.g. {v[0]})" for s, v in found.items())
             raise InputError(f"feature store {self.uri} mixes extraction settings: {desc}")
         return next(iter(found))
+
+
+def _parse_entry(text: str, uri: str) -> dict:
+    """A manifest entry from its JSON text; InputError naming ``uri`` when it is damaged."""
+    try:
+        e = json.loads(text)
+        if not isinstance(e, dict) or "video_id" not in e:
+            raise ValueError("not a manifest entry")
+        return e
+    except ValueError as err:  # JSONDecodeError is a ValueError
+        raise InputError(f"damaged manifest entry {uri} ({' '.join(str(err).split())[:80]}); {REPAIR_HINT}") from None
+
+
+def read_features_npz(data: bytes, uri: str, keys: tuple[str, ...] = ("timestamps", "features")) -> tuple:
+    """The arrays ``keys`` of an ``.npz`` file's bytes (timestamps as float64, anything else float32); InputError
+    naming ``uri`` when the file is damaged (truncated, not a zip) or lacks one of them."""
+    try:
+        with np.load(io.BytesIO(data)) as z:
+            missing = [k for k in keys if k not in z]
+            if missing:
+                raise InputError(f"{uri}: no {missing[0]!r} array (keys: {sorted(z.keys())})")
+            return tuple(z[k].astype(np.float64 if k == "timestamps" else np.float32) for k in keys)
+    except InputError:
+        raise
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError, KeyError) as err:
+        raise InputError(f"damaged features file {uri} ({type(err).__name__}: {' '.join(str(err).split())[:80]}); "
+                         f"{REPAIR_HINT}") from None
 
 
 def _jsonable(d: dict) -> dict:
@@ -259,10 +327,7 @@ def import_npz_features(src_uri: str, store_uri: str, clip_seconds: float, model
     ids = []
     for f in files:
         vid = video_id_for(f.uri, src_uri)
-        with np.load(io.BytesIO(storage.read_bytes(f.uri))) as z:
-            if "features" not in z:
-                raise InputError(f"{f.uri}: no 'features' array (keys: {sorted(z.keys())})")
-            feats = np.asarray(z["features"], dtype=np.float32)
+        (feats,) = read_features_npz(storage.read_bytes(f.uri), f.uri, keys=("features",))
         if feats.ndim != 2 or len(feats) == 0:
             raise InputError(f"{f.uri}: 'features' must be a non-empty (n, D) array, got shape {feats.shape}")
         norms = np.linalg.norm(feats, axis=1, keepdims=True)
