@@ -22,6 +22,24 @@ Scoring (one query, one target; features are L2-normalised again here, zero rows
 Windows are converted to seconds with :mod:`vmr.timeline` on the target's own timestamps (``[i, i + L)`` rows ->
 ``[start, end)`` seconds). The query's rows are assumed to be sampled every ``query_step`` seconds, by default the
 target's ``step`` (both come from one feature store).
+
+**The similarity run** (``method="run"``, the default): the same cosine, but the moment's length is decided by the
+similarity curve instead of the query's length:
+
+1. ``c_i = max_j cos(target_i - mu, query_j - mu)`` (M,): each target row against its best-matching query row, after
+   subtracting ``mu``, the mean of the target's rows (all rows L2-normalised before and after). Frames of one camera
+   share most of their CLIP vector; the difference from the target's mean is what tells an event from the static
+   scene (the same reason MATR centres its inputs, :mod:`vmr.models.matr`).
+2. The threshold is the midpoint of ``max(c)`` and ``median(c)``: halfway between the best match and the typical
+   background row, so it adapts to how much the query stands out from this target.
+3. The moment is the maximal run of consecutive rows around the best row whose ``c`` stays at or above the threshold;
+   its score is the run's mean ``c``. Further moments (``top_k`` > 1): the run's rows are set aside and the next best
+   row grows its run the same way (a row below the threshold is a one-row moment).
+
+Real moments are often much shorter or longer than the query (an event slowed down as a replay, a query clip cut a
+little wider than the action), where windows of 0.5-2x the query's length cannot fit; the run follows the footage.
+``method="windows"`` is the Chamfer-window baseline above, kept for comparison and used for text queries with fixed
+``lengths_s``. Both are measured side by side in ``benchmarks/real_footage.py`` (benchmarks/RESULTS.md).
 """
 from __future__ import annotations
 
@@ -37,6 +55,7 @@ from vmr.spans import nms_1d
 
 @dataclass
 class CosineBaselineConfig:
+    method: str = "run"  # "run": moment = the similarity run around the best row; "windows": Chamfer windows
     length_ratios: tuple[float, ...] = (0.5, 0.625, 0.75, 0.875, 1.0, 1.25, 1.5, 1.75, 2.0)
     lengths_s: tuple[float, ...] | None = None  # fixed window lengths in seconds instead of ratios of the query
     nms_iou: float = 0.5
@@ -50,6 +69,51 @@ def _window_lengths(n_query: int, m_target: int, target_step: float, query_step:
     else:
         rows = [r * n_query * query_step / target_step for r in cfg.length_ratios]
     return sorted({int(min(max(round(r), 1), m_target)) for r in rows})
+
+
+def similarity_curves(target: torch.Tensor, query: torch.Tensor, tmask: torch.Tensor, qmask: torch.Tensor) -> torch.Tensor:
+    """(B, M) the run method's curve for a padded batch: target rows (B, M, D) and query rows (B, N, D), real rows where
+    ``tmask`` (B, M) / ``qmask`` (B, N) are True. Every row is L2-normalised, the mean of the target's real rows is
+    subtracted from target and query rows and they are normalised again; ``c_i`` is then the cosine of target row i
+    with its best-matching query row. Padded target rows are 0."""
+    t = F.normalize(target, dim=-1) * tmask[..., None]
+    q = F.normalize(query, dim=-1)
+    mean = t.sum(1, keepdim=True) / tmask.sum(1).clamp(min=1)[:, None, None]
+    t = F.normalize(t - mean, dim=-1)
+    q = F.normalize(q - mean, dim=-1)
+    sim = (t @ q.transpose(1, 2)).masked_fill(~qmask[:, None, :], -2.0)  # (B, M, N)
+    return sim.max(2).values * tmask
+
+
+def similarity_curve(query: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(M,) :func:`similarity_curves` of one query (N, D) and one target (M, D), all rows real."""
+    ones = torch.ones
+    return similarity_curves(target.float()[None], query.float()[None], ones(1, len(target), dtype=torch.bool),
+                             ones(1, len(query), dtype=torch.bool))[0]
+
+
+def similarity_runs(curve: np.ndarray, top_k: int | None) -> list[tuple[int, int, float]]:
+    """Moments of a similarity curve (M,) as row ranges ``(s, e, score)``, ``[s, e)``, best first (module doc):
+    the run around the best remaining row whose value stays >= the midpoint of the curve's max and median."""
+    c = np.asarray(curve, dtype=np.float64)
+    m = len(c)
+    if m == 0:
+        return []
+    threshold = 0.5 * (float(c.max()) + float(np.median(c)))
+    free = np.ones(m, dtype=bool)
+    out: list[tuple[int, int, float]] = []
+    while free.any() and (top_k is None or len(out) < top_k):
+        best = int(np.flatnonzero(free)[np.argmax(c[free])])
+        floor = min(threshold, float(c[best]))
+        s = best
+        while s > 0 and free[s - 1] and c[s - 1] >= floor:
+            s -= 1
+        e = best + 1
+        while e < m and free[e] and c[e] >= floor:
+            e += 1
+        out.append((s, e, float(c[s:e].mean())))
+        free[s:e] = False
+    return out
 
 
 def window_scores(query: torch.Tensor, target: torch.Tensor, lengths: list[int]) -> dict[int, torch.Tensor]:
@@ -96,6 +160,13 @@ class CosineBaseline(torch.nn.Module):
         if m == 0 or n == 0:
             return np.zeros((0, 3))
         step = float(step)
+        if self.config.method == "run" and not self.config.lengths_s:
+            runs = similarity_runs(similarity_curve(query, target).double().cpu().numpy(), top_k)
+            rows = np.array([[s, e] for s, e, _ in runs], dtype=np.float64)
+            sec = timeline.position_to_seconds(times, step, rows)
+            return np.concatenate([sec, np.array([[x] for _, _, x in runs])], axis=1)
+        if self.config.method not in ("run", "windows"):
+            raise ValueError(f"CosineBaselineConfig.method must be 'run' or 'windows', got {self.config.method!r}")
         lengths = _window_lengths(n, m, step, float(query_step or step), self.config)
         scores = window_scores(query, target, lengths)
         starts = np.concatenate([np.arange(m - L + 1) for L in lengths])

@@ -31,8 +31,8 @@ Choices where the paper is silent (each also noted at the code that makes it):
   class splits (``benchmarks/matr_vs_baseline.py``): pretraining val mIoU 65.2 at epoch 8 (13.5 without
   centring); test mIoU 39.8 (34.1 without) against 27.6 for the cosine baseline, R1@0.5 52.6 (39.7) against 24.9.
 * **Similarity prior** (``prior="similarity"``, our addition): the foreground logit of each target row gets
-  ``prior_scale * (z_i - 0.5)`` added, where ``z`` is the training-free similarity curve (cosine of the row with the
-  query's mean row, both centred on the target's mean, rescaled so that the median row is 0 and the best row 1:
+  ``prior_scale * (z_i - 0.5)`` added, where ``z`` is the cosine baseline's similarity curve (the row's cosine with
+  its best query row, both centred on the target's mean, rescaled so that the median row is 0 and the best row 1:
   :func:`similarity_prior`). ``prior_scale`` is a learned scalar starting at 8, so an untrained model already ranks
   rows as the cosine run of :class:`vmr.models.baseline.CosineBaseline` does, and training learns what to add to or
   take from it. Without it the model must rediscover query-target similarity from a few thousand synthetic pairs and
@@ -96,6 +96,7 @@ from vmr.alignment import aligned_span, cosine_cost
 from vmr.data.pretrain_clips import is_reversed
 from vmr.errors import ConfigError
 from vmr.models import losses
+from vmr.models.baseline import similarity_curves
 from vmr.models.layers import ConvHead, DecoderLayer, EncoderLayer, InputProjection, sine_positions, xavier_init
 from vmr.spans import nms_1d
 
@@ -136,17 +137,12 @@ class MATRConfig:
 
 
 def similarity_prior(target: torch.Tensor, query: torch.Tensor, tmask: torch.Tensor, qmask: torch.Tensor) -> torch.Tensor:
-    """(B, M) the training-free similarity curve of each target row, on the scale the fg logit adds it at: the cosine
-    ``c_i`` of target row i (B, M, D) with the mean of the query's real rows (B, N, D), both centred on the target's
-    mean row, rescaled per item so that the median real row is -0.5 and the best is +0.5 (``z - 0.5`` with
+    """(B, M) the cosine baseline's similarity curve (:func:`vmr.models.baseline.similarity_curves`: each target row
+    (B, M, D) against its best query row (B, N, D), centred on the target's mean) on the scale the fg logit adds it
+    at: rescaled per item so that the median real row is -0.5 and the best is +0.5 (``z - 0.5`` with
     ``z = (c - median) / (max - median)``). Its zero crossing is the similarity run's threshold (the midpoint of max
-    and median, :mod:`vmr.models.baseline`). Padded rows are 0. It has no parameters (the inputs are fixed features)."""
-    t = target * tmask[..., None]
-    q = query * qmask[..., None]
-    t_len = tmask.sum(1).clamp(min=1)
-    mean = t.sum(1, keepdim=True) / t_len[:, None, None]
-    qbar = ((q - mean) * qmask[..., None]).sum(1) / qmask.sum(1).clamp(min=1)[:, None]
-    c = torch.nn.functional.cosine_similarity(t - mean, qbar[:, None], dim=-1)  # (B, M)
+    and median). Padded rows are 0. It has no parameters (the inputs are fixed features)."""
+    c = similarity_curves(target, query, tmask, qmask)
     top = c.masked_fill(~tmask, -torch.finfo(c.dtype).max).max(1, keepdim=True).values
     med = torch.stack([c[b, tmask[b]].median() for b in range(len(c))])[:, None]
     z = (c - med) / (top - med).clamp(min=1e-6)
