@@ -79,6 +79,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from vmr import storage  # noqa: E402
 from vmr.features.settings import EXTRACTOR_VERSION, FeatureSettings  # noqa: E402
 from vmr.features.store import FeatureStore, VideoFeatures  # noqa: E402
 from vmr.features.video import VIDEO_EXTENSIONS  # noqa: E402
@@ -189,11 +190,9 @@ class FeatureCache:
 
         path = self.path(video_id)
         store = self.store(fps)
-        stat = path.stat()
+        src = storage.info(str(path))
         settings = FeatureSettings(CLIP_MODEL, CLIP_PRETRAINED, float(fps), EXTRACTOR_VERSION)
-        entry = store.entry(video_id)
-        if not (entry and int(entry.get("source_size", -1)) == stat.st_size
-                and FeatureSettings.from_entry(entry).matches(settings)):
+        if not store.is_current(video_id, src.size, src.etag, settings):
             t0 = time.perf_counter()
             vf = extract_video(str(path), self.encoder(), fps, video_id=video_id)
             store.write(video_id, vf.timestamps, vf.features, vf.entry)
