@@ -278,3 +278,52 @@ def test_the_current_test_checks_the_features_and_a_rerun_repairs_them(tmp_path,
     again = extract_into_store(str(video), store, encoder, 1.0)
     assert np.allclose(again.features, first.features, atol=1e-5)
     assert store.load("clip").entry["features_size"] == (tmp_path / "store/features/clip.npz").stat().st_size
+
+
+# ---- dependencies -------------------------------------------------------------------------------------------------
+
+
+def test_the_installed_s3fs_is_at_least_the_pinned_one():
+    """pyproject pins s3fs (left free, pip resolved s3fs 0.4.2 of 2020 next to a current boto3)."""
+    import importlib.metadata
+
+    import tomllib
+    from packaging.requirements import Requirement
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    (pin,) = [Requirement(d) for d in deps if Requirement(d).name == "s3fs"]
+    assert pin.specifier and all(s.operator == ">=" for s in pin.specifier)
+    installed = importlib.metadata.version("s3fs")
+    assert pin.specifier.contains(installed), f"s3fs {installed} installed; pyproject asks {pin}: pip install -e .[dev]"
+    assert int(installed.split(".")[0]) >= 2026
+
+
+# ---- unreachable services: one line, exit code 1 (retryable) ------------------------------------------------------
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound and released: connecting to it is refused)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_unreachable_object_store_is_a_retryable_one_line_error(monkeypatch, tmp_path, capsys):
+    from vmr.cli import main
+
+    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    code = main(["extract", "--videos", "s3://bucket/x", "--out", str(tmp_path / "out"), "--pretrained", "none"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1, err
+    assert len(err) == 1 and "cannot reach the object store at " + endpoint in err[0] and "not found" not in err[0]
+    code = main(["import-features", "--src", "s3://bucket/feats", "--out", str(tmp_path / "s"), "--clip-seconds", "2",
+                 "--model", "ViT-B-32", "--pretrained", "none"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and endpoint in err[0]
