@@ -11,7 +11,7 @@ import importlib
 import pkgutil
 import sys
 
-from vmr.errors import VmrError
+from vmr.errors import ServiceUnavailable, VmrError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
+    except ServiceUnavailable as e:  # retryable: the same command can succeed later
+        print(f"vmr {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except VmrError as e:
         print(f"vmr {args.command}: error: {e}", file=sys.stderr)
         return 2

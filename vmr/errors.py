@@ -42,5 +42,10 @@ class SweepFailed(VmrError):
     """No trial of the sweep reported the metric."""
 
 
+class ServiceUnavailable(VmrError):
+    """A service vmr needs cannot be reached right now (the object store endpoint, the MLflow server, the model hub):
+    not the user's input, so the CLI exits 1 (retryable) instead of 2, with one line naming the service."""
+
+
 class RowError(ValueError):
     """A problem with one row; the loader records it with the row's line."""

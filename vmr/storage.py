@@ -10,6 +10,8 @@ when it completes, so the final key is written directly.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import posixpath
 import tempfile
@@ -19,9 +21,52 @@ from typing import Iterable
 
 import fsspec
 
-from vmr.errors import InputError
+from vmr.errors import InputError, ServiceUnavailable
 
 _REMOTE = ("s3", "gs", "gcs")
+# what botocore/aiobotocore/aiohttp raise when nothing answers at the endpoint (matched by name: no import of them)
+_CONNECTION_ERRORS = ("EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError", "ClientConnectorError",
+                      "ServerDisconnectedError", "ProxyConnectionError")
+
+
+def _is_unreachable(e: BaseException) -> bool:
+    while e is not None:
+        if isinstance(e, (ConnectionError, TimeoutError)) or type(e).__name__ in _CONNECTION_ERRORS:
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def endpoint_of(uri: str) -> str:
+    """Where ``uri``'s object store is, for messages: the configured S3 endpoint or the scheme's default."""
+    s = scheme(uri)
+    if s == "s3":
+        return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
+    return "Google Cloud Storage" if s == "gs" else "the local disk"
+
+
+@contextlib.contextmanager
+def _reaching(uri: str):
+    """Turns "nothing answers at the object store endpoint" into :class:`ServiceUnavailable` naming it."""
+    try:
+        yield
+    except (InputError, FileNotFoundError):
+        raise
+    except Exception as e:
+        if not is_remote(uri) or not _is_unreachable(e):
+            raise
+        detail = " ".join(str(e).split())[:160]
+        raise ServiceUnavailable(f"cannot reach the object store at {endpoint_of(uri)} for {uri} ({detail}); check "
+                                 "the endpoint (AWS_ENDPOINT_URL) and the network, then run the command again") from None
+
+
+def _reaches(fn):
+    """Decorator: :func:`_reaching` the function's first argument (a URI)."""
+    @functools.wraps(fn)
+    def wrapper(uri, *args, **kwargs):
+        with _reaching(str(uri)):
+            return fn(uri, *args, **kwargs)
+    return wrapper
 
 
 def scheme(uri: str) -> str:
@@ -102,6 +147,7 @@ def relative(uri: str, base: str) -> str:
     return a[len(b) + 1:]
 
 
+@_reaches
 def exists(uri: str) -> bool:
     return filesystem(uri).exists(strip(uri))
 
@@ -117,6 +163,7 @@ def open_uri(uri: str, mode: str = "rb", **kwargs):
     return filesystem(uri).open(strip(uri), mode, **kwargs)
 
 
+@_reaches
 def read_bytes(uri: str) -> bytes:
     return filesystem(uri).cat_file(strip(uri))
 
@@ -140,6 +187,7 @@ def _umask() -> int:
     return mask
 
 
+@_reaches
 def write_bytes_atomic(uri: str, data: bytes) -> None:
     """Write ``data`` so that ``uri`` holds either its old content or all of ``data``, never a part. A local file
     gets the mode a plain ``open(path, "w")`` would give it (0666 less the umask), not ``mkstemp``'s 0600."""
@@ -167,6 +215,7 @@ def write_text_atomic(uri: str, text: str) -> None:
     write_bytes_atomic(uri, text.encode("utf-8"))
 
 
+@_reaches
 def remove(uri: str) -> None:
     fs = filesystem(uri)
     p = strip(uri)
@@ -193,6 +242,7 @@ def _etag(info: dict) -> str:
     return f"mtime-{mtime}"
 
 
+@_reaches
 def info(uri: str) -> FileInfo:
     fs = filesystem(uri)
     try:
@@ -202,6 +252,7 @@ def info(uri: str) -> FileInfo:
     return FileInfo(uri=normalize(uri), size=int(i.get("size") or 0), etag=_etag(i))
 
 
+@_reaches
 def list_files(base: str, extensions: Iterable[str] | None = None) -> list[FileInfo]:
     """Every file under ``base`` (recursively), sorted by URI, optionally only those with the given extensions
     (compared case-insensitively, with the dot: ``{".mp4", ".mkv"}``). A ``base`` that is itself a file lists just it."""
@@ -229,6 +280,7 @@ def list_files(base: str, extensions: Iterable[str] | None = None) -> list[FileI
     return out
 
 
+@_reaches
 def local_copy(uri: str, folder: str | None = None) -> str:
     """A local path holding ``uri``'s bytes: the path itself for local files, else a download streamed to ``folder``
     (a temporary folder by default; the caller removes it). Never holds the whole object in memory."""
