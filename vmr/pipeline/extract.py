@@ -444,11 +444,11 @@ def _dataset(cfg: ExtractConfig, jobs: list[VideoJob], pp_cfg: dict):
             fn_kwargs={"fps": float(cfg.fps), "preprocess_cfg": pp_cfg, "chunk": cfg.chunk, "spill_dir": cfg.spill_dir},
             **remote,
         )
+        # Ray Data restarts a lost actor (max_restarts=-1) and passes it object-store references of its own, so Ray
+        # logs one core_worker.cc "constructor arguments in the object store" line per actor; restarts are kept.
         ds = ds.map_batches(
             ClipActor, batch_size=batch_size, batch_format="numpy",
             fn_constructor_kwargs={"model": cfg.model, "pretrained": cfg.pretrained, "seed": cfg.seed,
-        # Ray Data restarts a lost actor (max_restarts=-1) and passes it object-store references of its own, so Ray
-        # logs one core_worker.cc "constructor arguments in the object store" line per actor; restarts are kept.
                                    "device": device, "threads": int(max(1, round(cfg.cpus_per_actor)))},
             compute=ActorPoolStrategy(min_size=1, max_size=max_actors),
             num_cpus=cfg.cpus_per_actor, num_gpus=num_gpus, **remote,
