@@ -12,17 +12,15 @@ from hypothesis import strategies as st
 
 from vmr import annotations as ann
 from vmr.annotations.records import ActionInstance, TextMoment
+from vmr.data.match_pairs import MatchPairConfig, build_match_pairs, split_classes
 from vmr.data.pairs import (
     SPLITS,
-    MatchPairConfig,
     PairSpec,
     TextSpec,
-    build_match_pairs,
     embed_sentences,
     materialize_pair,
     materialize_text,
     pairs_from_records,
-    split_classes,
     text_specs_from_records,
 )
 from vmr.data.samples import collate

@@ -80,7 +80,7 @@ def _artifacts(client, run_id: str, path: str | None = None) -> set[str]:
 def _steps_per_epoch(workdir) -> int:
     """Optimizer steps per finetuning epoch (1 worker): the train pairs the workflow builds, over the batch size."""
     from vmr import annotations
-    from vmr.data.pairs import build_match_pairs
+    from vmr.data.match_pairs import build_match_pairs
 
     cfg, _ = resolve_config("finetune", None, TINY + [f"data.workdir={workdir}"])
     store = FeatureStore(str(workdir / "features"))

@@ -11,7 +11,7 @@ Extra columns (notes, annotator) are allowed and ignored. Classes are checked ag
 no store, ranges are only checked for ``0 <= start < end`` and the rows counted as unchecked.
 
 Duplicates are identical (video, class, start, end) rows; counted and dropped unless ``dedupe=False``.
-Pairs are built from these instances by :func:`vmr.data.pairs.build_match_pairs`.
+Pairs are built from these instances by :func:`vmr.data.match_pairs.build_match_pairs`.
 """
 from __future__ import annotations
 
