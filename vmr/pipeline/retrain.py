@@ -63,7 +63,7 @@ from typing import Callable, Literal
 from vmr import storage
 from vmr.annotations.records import ActionInstance
 from vmr.config import redact
-from vmr.data.pairs import MatchPairConfig
+from vmr.data.match_pairs import MatchPairConfig
 from vmr.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
@@ -299,13 +299,13 @@ def _instance_key(video_id: str, action_class: str, start: float, end: float) ->
 def build_round_pairs(ledger: Ledger, new: NewAnnotations, replaced_files: set[str], store,
                       cfg: RetrainConfig) -> RoundPairs:
     """Pairs over every instance seen so far (the ledger's, minus those of ``replaced_files``, plus ``new``), with
-    the ledger's classes pinned to their splits (new classes are dealt out by :func:`vmr.data.pairs.split_classes`).
+    the ledger's classes pinned to their splits (new classes are dealt out by :func:`vmr.data.match_pairs.split_classes`).
 
     ``train``: with ``train_on="new"`` the train pairs whose query is a new instance, else all train pairs; ``val``:
     all val pairs; ``heldout``: all pairs of ``cfg.eval_split``. Pairs are deterministic for ``cfg.pairs.seed``, so a
     held-out pair of an old instance is the same pair in every round (unless new footage offers its class a new
     target window)."""
-    from vmr.data.pairs import build_match_pairs
+    from vmr.data.match_pairs import build_match_pairs
 
     old = ledger.action_instances(exclude_files=replaced_files)
     fresh = [ActionInstance(video_id=r["video_id"], action_class=r["action_class"], start=r["start"], end=r["end"])

@@ -12,7 +12,7 @@ A run, step by step (each step prints what it did)::
     features     vmr.pipeline.extract (Ray Data) into the feature store; videos already current are skipped
     samples      pretrain: random clips of every video (vmr.data.pretrain_clips), drawn for data.clip_draws rounds, and a
                  held-out set of clips drawn with another seed; finetune/video: match annotations -> class-disjoint
-                 train/val/test pairs (vmr.data.pairs.build_match_pairs); finetune/text: QVHighlights-format jsonl files
+                 train/val/test pairs (vmr.data.match_pairs.build_match_pairs); finetune/text: QVHighlights-format jsonl files
                  (derived from the demo's match annotations when none are given) and their CLIP sentence embeddings
     datasets     vmr.pipeline.datasets (Ray Data, padded rows; materialised once unless trainer.materialize=false)
     baseline     finetune/video: the training-free cosine baseline on the validation split (and test), printed
@@ -48,7 +48,7 @@ from typing import Callable, Literal
 
 from vmr import storage
 from vmr.config import dump_yaml, redact, resolve, to_dict
-from vmr.data.pairs import MatchPairConfig
+from vmr.data.match_pairs import MatchPairConfig
 from vmr.data.pretrain_clips import PretrainConfig
 from vmr.errors import ConfigError, InputError, TrainingError
 from vmr.features.settings import DEFAULT_FPS, DEFAULT_MODEL, DEFAULT_PRETRAINED
@@ -480,7 +480,7 @@ def _pretrain_specs(cfg: WorkflowConfig, store, announce) -> dict:
 
 def _pair_specs(cfg: WorkflowConfig, paths: Paths, store, announce) -> dict:
     from vmr import annotations
-    from vmr.data.pairs import build_match_pairs
+    from vmr.data.match_pairs import build_match_pairs
 
     if not paths.annotations:
         raise ConfigError("data.annotations is required with your own videos (a match CSV: "
