@@ -75,7 +75,7 @@ def test_round_trip_s3(s3_server):
     _round_trip(FeatureStore(base))
     assert sorted(s3_server.keys(base)) == [  # keys in the bucket
         "store/failures.json", "store/features/league/m2.npz", "store/features/match1.npz",
-        "store/manifest/league/m2.json", "store/manifest/match1.json",
+        "store/manifest.parquet", "store/manifest/league/m2.json", "store/manifest/match1.json",
     ]
 
 

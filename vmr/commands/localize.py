@@ -38,6 +38,9 @@ def add_common(p: argparse.ArgumentParser, top_k: int) -> None:
                    help="baseline without a feature store only: CLIP weights (default openai; 'none' = random)")
     p.add_argument("--fps", type=float, default=None,
                    help="baseline without a feature store only: samples per second (default 0.5)")
+    p.add_argument("--exact", action="store_true",
+                   help="score every window even when the feature store has a vector index (default: the index "
+                        "shortlists spans, the model re-ranks them)")
 
 
 def register(subparsers) -> None:
@@ -91,7 +94,7 @@ def run(args) -> int:
         raise ConfigError(f"--gt START END needs START < END, got {args.gt[0]} {args.gt[1]}")
     loc = make_localizer(args, args.store)
     result = loc.localize_details(args.target, args.query, text=args.text, top_k=args.top_k,
-                                  curve=bool(args.plot))
+                                  curve=bool(args.plot), exact=True if args.exact else None)
     _notices(loc)
     if args.plot:
         from vmr.search.plots import plot_localization
@@ -101,7 +104,7 @@ def run(args) -> int:
         print(f"plot written to {args.plot}", file=sys.stderr)
     if args.json:
         print(json.dumps({"target": args.target, "video_id": result.target_id, "duration": result.duration,
-                          "model": loc.source, "moments": [m.to_dict() for m in result.moments]}))
+                          "model": loc.source, "path": result.path, "moments": [m.to_dict() for m in result.moments]}))
         return 0
     windows = f", {len(result.windows)} windows" if len(result.windows) > 1 else ""
     print(f"{result.target_id} ({result.duration:.1f} s{windows}), {loc.kind} model {loc.source}: "

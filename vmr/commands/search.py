@@ -1,7 +1,9 @@
 """``vmr search``: the best moments of a query (video clip or sentence) across every video of a feature store.
 
-Windows of many videos share each forward pass; stores of many hours go through Ray Data (an actor pool holding the
-model; the cluster in RAY_ADDRESS or a local one), smaller ones run in this process (--ray / --no-ray force either).
+A store with a vector index (vmr index build) is searched in two stages: the index shortlists spans, the model
+re-ranks only those (--exact: every window of every video instead). Exhaustively, windows of many videos share each
+forward pass; stores of many hours go through Ray Data (an actor pool holding the model; the cluster in RAY_ADDRESS or
+a local one), smaller ones run in this process (--ray / --no-ray force either).
 Prints video, start and end seconds and score per moment, best first (or --json). Exit code 0, or 2 with a one-line
 error for bad input (an empty store, a query longer than every video, features made otherwise than the model's).
 """
@@ -32,10 +34,10 @@ def run(args) -> int:
 
     loc = make_localizer(args, args.corpus)
     result = search_store(loc, args.query, args.corpus, args.top_k, text=args.text, use_ray=args.use_ray,
-                          progress=lambda s: print(s, file=sys.stderr, flush=True))
+                          exact=True if args.exact else None, progress=lambda s: print(s, file=sys.stderr, flush=True))
     _notices(loc)
     if args.json:
-        print(json.dumps({"corpus": args.corpus, "model": loc.source, "videos": result.videos,
+        print(json.dumps({"corpus": args.corpus, "model": loc.source, "path": result.path, "videos": result.videos,
                           "skipped": result.skipped, "hits": [h.to_dict() for h in result.hits]}))
         return 0
     width = max([len("video")] + [len(h.video_id) for h in result.hits])

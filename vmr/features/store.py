@@ -6,12 +6,20 @@ Layout under the store root (a local path or any :mod:`vmr.storage` URI)::
     {root}/manifest/{video_id}.json     one manifest entry per video (keys: MANIFEST_KEYS, and FEATURES_KEYS: the
                                         features file's size in bytes and sha256, absent in entries of vmr < 0.2)
     {root}/failures.json                [{uri, reason, ...}] of the last extraction run
+    {root}/manifest.parquet             the compacted manifest: every entry in one file (rebuilt when stale)
+    {root}/index/                       the vector index of the rows, when built (:mod:`vmr.search.index`)
 
 ``video_id`` may contain ``/`` (videos in subfolders of the ``--videos`` prefix); the same subfolders appear under
 ``features/`` and ``manifest/``. One manifest file per video lets many writers (Ray tasks) add videos at once without
 a shared file to race on. :meth:`FeatureStore.write` writes the features first and the manifest entry second, each
 atomically, so a manifest entry exists only for complete features: a run killed midway leaves, at worst, a features
 file without an entry, which the next run rewrites.
+
+Listing a manifest of 100k small JSON objects in S3 means 100k GETs. :meth:`FeatureStore.entries` therefore reads the
+compacted manifest first: one Parquet object with a row per entry (its JSON text and the listed size/etag of the JSON
+file it came from). It still lists ``manifest/`` (one LIST request per 1,000 keys), fetches only the entries that are
+new or changed since the compaction, and writes the compacted manifest again (atomically) when any were; so writers
+never touch it and it is never wrong, only slower when stale.
 """
 from __future__ import annotations
 
@@ -33,6 +41,7 @@ from vmr.features.settings import IMPORTED_EXTRACTOR_VERSION, FeatureSettings
 
 log = logging.getLogger(__name__)
 
+COMPACT_MANIFEST = "manifest.parquet"  # under the store root: every manifest entry in one object
 MANIFEST_KEYS = (
     "video_id", "source_uri", "source_size", "source_etag", "duration", "fps", "n_frames", "timestamps",
     "model", "pretrained", "extractor_version", "dim", "created",
@@ -186,24 +195,68 @@ class FeatureStore:
         return {storage.relative(f.uri, root)[:-len(".npz")]: f.size
                 for f in storage.list_files(root, extensions={".npz"})}
 
-    def entries(self) -> dict[str, dict]:
-        """All manifest entries by video id (sorted)."""
+    @property
+    def compact_manifest_uri(self) -> str:
+        return storage.join(self.uri, COMPACT_MANIFEST)
+
+    def entries(self, compact: bool = True) -> dict[str, dict]:
+        """All manifest entries by video id (sorted). With ``compact`` (the default) the compacted manifest is read
+        first and only entries new or changed since it was written are fetched (module docstring); it is rewritten
+        when it was stale. ``compact=False`` fetches every per-video entry."""
         root = storage.join(self.uri, "manifest")
         if not storage.exists(root):
             return {}
         found = storage.list_files(root, extensions={".json"})
-        uris = [f.uri for f in found]
-        fs = storage.filesystem(root)
-        blobs = fs.cat([storage.strip(u) for u in uris]) if uris else {}  # one concurrent fetch on object stores
+        tags = {storage.relative(f.uri, root): f"{f.size}:{f.etag}" for f in found}
+        known = self._read_compact() if compact else {}
+        texts = {name: known[name][1] for name, tag in tags.items() if name in known and known[name][0] == tag}
+        todo = [f for f in found if storage.relative(f.uri, root) not in texts]
+        if todo:
+            fs = storage.filesystem(root)
+            blobs = fs.cat([storage.strip(f.uri) for f in todo])  # one concurrent fetch on object stores
+            for f in todo:
+                raw = blobs[storage.strip(f.uri)]
+                texts[storage.relative(f.uri, root)] = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        if compact and (todo or len(known) != len(tags)):
+            self._write_compact({name: (tags[name], text) for name, text in texts.items()})
         out = {}
-        for u in uris:
+        for name, text in texts.items():
             try:
-                e = _parse_entry(blobs[storage.strip(u)], u)
+                e = _parse_entry(text, storage.join(root, name))
             except InputError as err:  # one damaged entry must not hide the others: its video is just not there
                 log.warning("%s", err)
                 continue
             out[e["video_id"]] = e
         return dict(sorted(out.items()))
+
+    def _read_compact(self) -> dict[str, tuple[str, str]]:
+        """The compacted manifest: {entry file name under manifest/: (its size:etag when compacted, JSON text)};
+        {} when there is none or it cannot be read (then every entry is fetched and it is written again)."""
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(io.BytesIO(storage.read_bytes(self.compact_manifest_uri)))
+            cols = table.to_pydict()
+            return {n: (t, e) for n, t, e in zip(cols["name"], cols["tag"], cols["entry"])}
+        except FileNotFoundError:
+            return {}
+        except Exception as e:  # noqa: BLE001 - a damaged or foreign file: rebuilt from the per-video entries
+            log.warning("compacted manifest %s unreadable (%s); rebuilding it", self.compact_manifest_uri, e)
+            return {}
+
+    def _write_compact(self, rows: dict[str, tuple[str, str]]) -> None:
+        """Write the compacted manifest atomically; a reader without write access just goes without it."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        names = sorted(rows)
+        table = pa.table({"name": names, "tag": [rows[n][0] for n in names], "entry": [rows[n][1] for n in names]})
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression="zstd")
+        try:
+            storage.write_bytes_atomic(self.compact_manifest_uri, buf.getvalue())
+        except (OSError, PermissionError) as e:
+            log.info("compacted manifest not written to %s: %s", self.compact_manifest_uri, e)
 
     def video_ids(self) -> list[str]:
         return list(self.entries())

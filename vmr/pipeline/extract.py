@@ -66,6 +66,7 @@ from vmr.features.settings import DEFAULT_FPS, DEFAULT_MODEL, DEFAULT_PRETRAINED
 from vmr.features.store import FeatureStore
 from vmr.features.video import DecodeError, probe
 from vmr.pipeline.ray_session import ensure_ray, forwarded_env, quiet_ray_data
+from vmr.search.index import index_after_extract
 
 log = logging.getLogger(__name__)
 
@@ -403,6 +404,8 @@ def run_extract(cfg: ExtractConfig, *, announce=print, on_batch=None) -> Extract
         store.write_failures(summary.failed)
     except Exception as e:  # noqa: BLE001 - keep the summary; the failures are printed anyway
         summary.failed.append({"uri": store.failures_uri, "reason": failure_reason(e)})
+    if summary.ok:
+        index_after_extract(store, announce)  # a store with a vector index gets the new videos added to it
     summary.seconds = time.perf_counter() - t0
     return summary
 

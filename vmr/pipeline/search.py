@@ -31,12 +31,18 @@ RAY_SEARCH_MIN_HOURS = 50.0
 
 
 def search_store(localizer: Localizer, query: Any = None, corpus: str | None = None, top_k: int = 10, *,
-                 text: str | None = None, use_ray: bool | None = None,
+                 text: str | None = None, use_ray: bool | None = None, exact: bool | None = None,
                  progress: Callable[[str], None] | None = None) -> SearchResult:
-    """The ``top_k`` best moments of a query over a whole feature store, best first: on Ray Data when ``use_ray`` is
-    True, or when it is None and the store holds at least ``RAY_SEARCH_MIN_HOURS`` hours (and Ray is installed);
-    in this process otherwise. Inputs as :meth:`Localizer.search_details`."""
+    """The ``top_k`` best moments of a query over a whole feature store, best first. Through the store's vector
+    index in this process (two stages, :mod:`vmr.search.two_stage`) when it has one, unless ``exact`` is True
+    (``exact=False`` insists on it); otherwise every window of every video: on Ray Data when ``use_ray`` is True, or
+    when it is None and the store holds at least ``RAY_SEARCH_MIN_HOURS`` hours (and Ray is installed), in this
+    process otherwise. Inputs as :meth:`Localizer.search_details`."""
     plan = localizer.plan_search(query, corpus, top_k, text=text)
+    if not exact and localizer.index_for(plan.store_uri, required=exact is False) is not None:
+        if progress:
+            progress(plan.describe(localizer.kind, " through its vector index"))
+        return localizer.search_indexed(plan, top_k)
     if use_ray is None:
         use_ray = plan.hours >= RAY_SEARCH_MIN_HOURS and importlib.util.find_spec("ray") is not None
     if progress:

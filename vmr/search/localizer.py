@@ -48,7 +48,10 @@ the moment, taken from the window that owns the row: MATR's foreground probabili
 query row.
 
 Search (:meth:`search`): every video of a store, windows of several videos packed into the same batches, each video
-merged as above, the best ``top_k`` moments over all videos, in this process. Videos shorter than the query are
+merged as above, the best ``top_k`` moments over all videos, in this process. When the store has a vector index
+(:mod:`vmr.search.index`, ``vmr index build``) :meth:`search` and :meth:`localize` run the two-stage search instead
+(:mod:`vmr.search.two_stage`: the index shortlists spans, the model re-ranks only those); ``exact=True`` keeps the
+exhaustive path, ``exact=False`` insists on the index. Videos shorter than the query are
 skipped. :meth:`plan_search` checks a search and embeds its query once; :mod:`vmr.pipeline.search` runs such a plan on
 Ray Data for large stores (the ``vmr search`` command picks the path).
 
@@ -76,7 +79,7 @@ from vmr.spans import nms_1d
 
 log = logging.getLogger(__name__)
 
-DEFAULT_WINDOW_S = 180.0  # the longest target window vmr.data.pairs.build_match_pairs draws for training
+DEFAULT_WINDOW_S = 180.0  # the longest target window vmr.data.match_pairs.build_match_pairs draws for training
 DEFAULT_BATCH_WINDOWS = 8  # windows per forward pass
 BASELINE_TEXT_LENGTHS_S = (4.0, 8.0, 16.0, 32.0, 64.0)  # the cosine baseline's window lengths for a sentence
 
@@ -194,6 +197,7 @@ class Localizer:
             self.features = FeatureSettings.of(features) if features is not None else None
         self._encoders: dict = {}
         self._text_baseline = None
+        self._indexes: dict = {}
 
     def __repr__(self) -> str:
         return f"Localizer({self.kind} from {self.source}, store={self.store_uri!r}, device={self.device})"
@@ -412,15 +416,19 @@ class Localizer:
                              f"({target_s:.1f} s): the target cannot contain it")
 
     # -- public API -----------------------------------------------------------------------------------------------
-    def localize(self, target: Any, query: Any = None, *, text: str | None = None, top_k: int = 5) -> list[Moment]:
+    def localize(self, target: Any, query: Any = None, *, text: str | None = None, top_k: int = 5,
+                 exact: bool | None = None) -> list[Moment]:
         """The ``top_k`` best moments of the query in ``target``, best first, in seconds on the target's clock.
         ``target``: a video id of the store, a video file (path/URI) or VideoFeatures; ``query``: a clip
-        (path/URI) or features (N, D); or ``text``: a sentence."""
-        return self.localize_details(target, query, text=text, top_k=top_k, curve=False).moments
+        (path/URI) or features (N, D); or ``text``: a sentence. ``exact``: see :meth:`localize_details`."""
+        return self.localize_details(target, query, text=text, top_k=top_k, curve=False, exact=exact).moments
 
     def localize_details(self, target: Any, query: Any = None, *, text: str | None = None, top_k: int = 5,
-                         curve: bool = True) -> Localization:
-        """:meth:`localize` with the score timeline and the windows (see :class:`Localization`)."""
+                         curve: bool = True, exact: bool | None = None) -> Localization:
+        """:meth:`localize` with the score timeline and the windows (see :class:`Localization`). A target held
+        by a store with a vector index is localised in two stages (the index shortlists spans of it, the model
+        re-ranks them; no score timeline) unless ``exact`` is True or ``curve`` is asked for; ``exact=False``
+        insists on the index. ``.path`` says which ran (``"index"`` or ``"exact"``)."""
         if top_k < 1:
             raise InputError(f"top-k must be >= 1, got {top_k}")
         if query is None and text is None:
@@ -432,8 +440,29 @@ class Localizer:
             raise InputError(f"the query has {q.features.shape[1]}-d features, the target {vf.video_id!r} "
                              f"{vf.features.shape[1]}-d")
         self._check_length(q, vf)
-        items = self._items_for(vf.video_id, vf, q)
         n = len(vf.features)
+        store = self.store
+        in_store = store is not None and vf.entry.get("video_id") == vf.video_id and vf.video_id in store
+        if exact is False and not in_store:
+            raise InputError(f"target {vf.video_id!r} is not a video of an indexed feature store: the index path "
+                             "needs --store with a vector index")
+        if not exact and not curve and in_store:
+            index = self.index_for(store.uri, required=exact is False)
+            if index is not None:
+                from vmr.search import two_stage
+
+                n_spans = max(2 * top_k, 10)
+                nb = index.search(q.features, two_stage.default_neighbours(n_spans, n), video_id=vf.video_id)
+                spans = two_stage.shortlist(nb, len(q.features), n_spans, self._span_rows(q, float(vf.step)))
+                hits = self.search_ranges(q, store.uri, {vf.video_id: spans}, top_k, loaded={vf.video_id: vf})
+                moments = [Moment(h.start, h.end, h.score) for h in hits]
+                uri = str(vf.entry.get("source_uri") or "") or None
+                duration = float(vf.entry.get("duration") or n * vf.step)
+                windows = [(float(vf.timestamps[sp.start]), float(vf.timestamps[min(sp.end, n) - 1] + vf.step))
+                           for sp in spans]
+                return Localization(vf.video_id, moments, np.asarray(vf.timestamps, np.float64), None, "", windows,
+                                    duration, uri, q, step=float(vf.step), path="index")
+        items = self._items_for(vf.video_id, vf, q)
         full_curve = np.full(n, np.nan) if curve else None
         label, cands = "", []
         for it, owned, c, lab in self._run(q, items, self._per_window_k(top_k), curves=curve):
@@ -453,20 +482,106 @@ class Localizer:
                             step=float(vf.step))
 
     def search(self, query: Any = None, corpus: str | None = None, top_k: int = 10, *, text: str | None = None,
-               progress: Callable[[str], None] | None = None) -> list[SearchHit]:
+               progress: Callable[[str], None] | None = None, exact: bool | None = None) -> list[SearchHit]:
         """The ``top_k`` best moments over every video of the feature store ``corpus`` (default ``store_uri``),
-        best first, computed in this process. ``progress(str)`` receives progress lines. (The ``vmr search``
-        command sends stores of many hours to Ray Data instead: :func:`vmr.pipeline.search.search_store`.)"""
-        return self.search_details(query, corpus, top_k, text=text, progress=progress).hits
+        best first, computed in this process: in two stages when the store has a vector index (unless ``exact``),
+        else exhaustively. ``progress(str)`` receives progress lines. (The ``vmr search`` command sends exhaustive
+        searches of many hours to Ray Data instead: :func:`vmr.pipeline.search.search_store`.)"""
+        return self.search_details(query, corpus, top_k, text=text, progress=progress, exact=exact).hits
 
     def search_details(self, query: Any = None, corpus: str | None = None, top_k: int = 10, *,
-                       text: str | None = None, progress: Callable[[str], None] | None = None) -> SearchResult:
-        """:meth:`search` with what was searched and skipped (:class:`SearchResult`)."""
+                       text: str | None = None, progress: Callable[[str], None] | None = None,
+                       exact: bool | None = None) -> SearchResult:
+        """:meth:`search` with what was searched and skipped (:class:`SearchResult`; ``.path`` is ``"index"`` or
+        ``"exact"``). ``exact``: None = the index when the store has one, True = every window of every video,
+        False = the index or an InputError."""
         plan = self.plan_search(query, corpus, top_k, text=text)
+        if not exact and self.index_for(plan.store_uri, required=exact is False) is not None:
+            if progress:
+                progress(plan.describe(self.kind, " through its vector index"))
+            return self.search_indexed(plan, top_k)
         if progress:
             progress(plan.describe(self.kind))
         hits = self.search_videos(plan.query, plan.store_uri, plan.video_ids, top_k, progress=progress)
         return plan.result(hits, on_ray=False)
+
+    # -- the two-stage path -------------------------------------------------------------------------------------
+    def index_for(self, store_uri: str, required: bool = False):
+        """The store's :class:`vmr.search.index.LoadedIndex`, checked against its current entries (kept in this
+        Localizer while the store's index pointer is unchanged); None when the store has none (InputError instead
+        when ``required``). InputError for a stale index or one made from other feature settings."""
+        from vmr.search.index import VectorIndex
+
+        vi = VectorIndex(self._store(store_uri))
+        pointer = vi.pointer()
+        if pointer is None:
+            if required:
+                vi.open()  # raises the one-line "no vector index" error
+            return None
+        cached = self._indexes.get(vi.store.uri)
+        if cached is not None and cached.pointer.get("faiss") == pointer.get("faiss"):
+            vi.check(pointer=pointer)
+            return cached
+        loaded = vi.open()
+        self._indexes[vi.store.uri] = loaded
+        return loaded
+
+    def _span_rows(self, q: QueryFeatures, step: float) -> int:
+        from vmr.search.two_stage import TEXT_SPAN_S
+
+        return len(q.features) if q.kind == "video" else max(1, int(round(TEXT_SPAN_S / step)))
+
+    def search_indexed(self, plan: SearchPlan, top_k: int, shortlist: int | None = None,
+                       neighbours: int | None = None) -> SearchResult:
+        """The two-stage search of a checked ``plan`` (:mod:`vmr.search.two_stage`): ``shortlist`` spans (default
+        ``max(2 * top_k, 10)``) from ``neighbours`` nearest vectors per query row, re-ranked by the model."""
+        from vmr.search import two_stage
+
+        index = self.index_for(plan.store_uri, required=True)
+        q = plan.query
+        n_spans = int(shortlist or max(2 * top_k, 10))
+        k = int(neighbours or two_stage.default_neighbours(n_spans, index.ntotal))
+        step = 1.0 / float(index.settings.fps)
+        nb = index.search(q.features, k)
+        allowed = set(plan.video_ids)
+        spans = [sp for sp in two_stage.shortlist(nb, len(q.features), n_spans * 2, self._span_rows(q, step))
+                 if sp.video_id in allowed][:n_spans]
+        by_video: dict[str, list] = {}
+        for sp in spans:
+            by_video.setdefault(sp.video_id, []).append(sp)
+        hits = self.search_ranges(q, plan.store_uri, by_video, top_k)
+        return plan.result(hits, on_ray=False, path="index")
+
+    def search_ranges(self, q: QueryFeatures, store_uri: str, spans: dict[str, list], top_k: int,
+                      loaded: dict | None = None) -> list[SearchHit]:
+        """Stage 2: the model on crops around ``spans`` ({video id: [two_stage.Span]}; crops as
+        :func:`vmr.search.two_stage.crop_ranges`, cut into the model's windows when longer), each video merged as in
+        :meth:`search_videos`, the best ``top_k`` over all. ``loaded``: VideoFeatures already read, by video id."""
+        from vmr.search.two_stage import crop_ranges
+
+        store = self._store(store_uri)
+        per_video: dict[str, list[np.ndarray]] = {}
+
+        def items() -> Iterator[WindowItem]:
+            for vid, sps in spans.items():
+                vf = (loaded or {}).get(vid) or store.load(vid)
+                step = float(vf.step)
+                rows, overlap = self._window_rows(step, len(q.features) if q.kind == "video" else 0)
+                feats = np.asarray(vf.features, np.float32)
+                times = np.asarray(vf.timestamps, np.float64)
+                per_video[vid] = []
+                n_q = len(q.features) if q.kind == "video" else self._span_rows(q, step)
+                for a, b in crop_ranges(sps, len(feats), n_q, step, rows):
+                    yield from window_items(vid, feats[a:b], times[a:b], step, rows if rows and b - a > rows else None,
+                                            overlap)
+
+        for it, owned, _, _ in self._run(q, items(), self._per_window_k(top_k)):
+            per_video[it.key].append(owned)
+        hits = []
+        for vid, cands in per_video.items():
+            hits += [SearchHit(vid, float(s), float(e), float(x)) for s, e, x in self._merge(cands, top_k)]
+        hits.sort(key=lambda h: -h.score)
+        return hits[:top_k]
 
     def plan_search(self, query: Any = None, corpus: str | None = None, top_k: int = 10, *,
                     text: str | None = None) -> SearchPlan:
@@ -533,7 +648,7 @@ def _encoder(model: str, pretrained: str, device: str, seed: int):
     """One CLIP encoder per (model, weights, device, seed) in this process (building one costs seconds)."""
     from vmr.features.clip import ClipEncoder
 
-    return ClipEncoder(model, pretrained, device=device, seed=seed)
+    return ClipEncoder(model, pretrained, device=device, seed=seed, warn=False)  # Localizer.notices() tells the user
 
 
 def _in_store(store, target: str) -> bool:

@@ -69,18 +69,21 @@ class Localization:
     target_uri: str | None
     query: QueryFeatures
     step: float = 0.0
+    path: str = "exact"  # "index": two-stage through the store's vector index; "exact": every window
 
 
 @dataclass
 class SearchResult:
     """What :meth:`vmr.search.localizer.Localizer.search_details` found: ``hits`` best first; ``videos`` searched, ``skipped`` video ids
-    (shorter than the query), ``hours`` of footage searched, whether Ray Data ran it (``ray``)."""
+    (shorter than the query), ``hours`` of footage searched, whether Ray Data ran it (``ray``), and which ``path``
+    ran: ``"index"`` (two-stage through the store's vector index) or ``"exact"`` (every window of every video)."""
 
     hits: list[SearchHit]
     videos: int
     skipped: list[str] = field(default_factory=list)
     hours: float = 0.0
     ray: bool = False
+    path: str = "exact"
 
 
 @dataclass
@@ -98,8 +101,8 @@ class SearchPlan:
         return (f"searching {len(self.video_ids)} videos ({self.hours:.2f} h) of {self.store_uri} with the {kind} model"
                 + where + (f"; {len(self.skipped)} shorter than the query skipped" if self.skipped else ""))
 
-    def result(self, hits: list[SearchHit], on_ray: bool) -> SearchResult:
-        return SearchResult(hits, len(self.video_ids), self.skipped, self.hours, on_ray)
+    def result(self, hits: list[SearchHit], on_ray: bool, path: str = "exact") -> SearchResult:
+        return SearchResult(hits, len(self.video_ids), self.skipped, self.hours, on_ray, path)
 
 
 __all__ = ["Moment", "SearchHit", "QueryFeatures", "Localization", "SearchResult", "SearchPlan"]
