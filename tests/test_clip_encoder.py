@@ -155,7 +155,8 @@ def test_bad_weights_and_models_are_user_errors(tmp_path):
 
 
 def test_embed_text_cli(encoder, capsys):
-    assert cli.main(["embed-text", "a red ball", "a blue triangle", "--model", MODEL, "--json"]) == 0
+    assert cli.main(["embed-text", "a red ball", "a blue triangle", "--model", MODEL, "--pretrained", "none",
+                     "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     emb = np.array(out["embeddings"], dtype=np.float32)
     assert emb.shape == (2, out["dim"]) and out["dim"] == encoder.dim
@@ -163,7 +164,7 @@ def test_embed_text_cli(encoder, capsys):
     np.testing.assert_allclose(emb, encoder.encode_text(["a red ball", "a blue triangle"]), atol=1e-5)
     assert out["random_weights"] is True and "RANDOM weights" in out["notice"]
 
-    assert cli.main(["embed-text", "a red ball", "--model", MODEL]) == 0
+    assert cli.main(["embed-text", "a red ball", "--model", MODEL, "--pretrained", "none"]) == 0
     text = capsys.readouterr().out
     assert text.startswith("WARNING: CLIP model") and "'a red ball': 384-d unit vector" in text
 

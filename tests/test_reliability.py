@@ -327,3 +327,110 @@ def test_an_unreachable_object_store_is_a_retryable_one_line_error(monkeypatch, 
                  "--model", "ViT-B-32", "--pretrained", "none"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1 and endpoint in err[0]
+
+
+def _warm_imports() -> None:
+    """Import what the commands below load, so that their timing measures the work, not the imports."""
+    import open_clip  # noqa: F401
+
+    import vmr.pipeline.extract  # noqa: F401
+    import vmr.search.localizer  # noqa: F401
+
+
+def test_without_network_the_default_weights_fail_within_seconds(monkeypatch, tmp_path, rendered_videos, capsys):
+    """This machine has no route to the Hugging Face hub: the default ``--pretrained openai`` (not cached here) of
+    extract, localize --model baseline and embed-text fails in under 5 s with one line naming the way out."""
+    import time
+
+    from vmr.cli import main
+    from vmr.features import clip
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache: nothing to fall back on
+    clip.hub_offline_reason.cache_clear()
+    if clip.hub_offline_reason() == "":
+        pytest.skip("the Hugging Face hub answers from this machine")
+    _warm_imports()
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    shutil.copy(rendered_videos / "h264.mkv", raw / "a.mkv")
+    commands = [
+        ["extract", "--videos", str(raw), "--out", str(tmp_path / "store")],
+        ["localize", "--query", str(raw / "a.mkv"), "--target", str(raw / "a.mkv"), "--model", "baseline"],
+        ["embed-text", "a sentence"],
+    ]
+    for argv in commands:
+        capsys.readouterr()
+        t0 = time.perf_counter()
+        code = main(argv)
+        seconds = time.perf_counter() - t0
+        err = [line for line in capsys.readouterr().err.strip().splitlines() if line.startswith("vmr ")]
+        assert code == 1 and len(err) == 1, (argv, err)
+        assert "--pretrained none" in err[0] and "checkpoint path" in err[0] and "no network" in err[0]
+        assert seconds < 5, (argv, seconds)
+    # offline mode set explicitly: no probe at all, the same line
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    clip.hub_offline_reason.cache_clear()
+    try:
+        assert main(["embed-text", "a sentence"]) == 1
+        assert "HF_HUB_OFFLINE is set" in capsys.readouterr().err
+    finally:
+        clip.hub_offline_reason.cache_clear()
+
+
+# ---- smaller: one warning, no stray MLflow store, row errors, CLI flags in messages --------------------------------
+
+
+def test_the_random_weights_warning_is_said_once_per_command(capsys, caplog):
+    import logging
+
+    from vmr.cli import main
+
+    for argv in (["embed-text", "a ball", "--pretrained", "none"],
+                 ["embed-text", "a ball", "--pretrained", "none", "--json"]):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            assert main(argv) == 0
+        out = capsys.readouterr()
+        said = (out.out + out.err).count("RANDOM weights") - out.out.count('"notice": "WARNING') \
+            + sum("RANDOM weights" in r.getMessage() for r in caplog.records)
+        assert said == 1, (argv, out, caplog.records)
+
+
+def test_localize_without_a_model_leaves_no_mlflow_store_behind(monkeypatch, tmp_path, capsys):
+    from vmr.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    store = tmp_path / "store"
+    from vmr.features.store import FeatureStore
+
+    _write_video(FeatureStore(str(store)), "v0", "synthetic://v0", 10, "1")
+    assert main(["localize", "--text", "a ball", "--store", str(store), "--target", "v0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no MLflow store" in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
+
+
+def test_annotations_check_reports_an_impossible_video_id_as_its_rows_error(tmp_path, capsys):
+    import json as _json
+
+    from vmr.cli import main
+    from vmr.features.store import FeatureStore
+
+    _write_video(FeatureStore(str(tmp_path / "store")), "v0", "synthetic://v0", 10, "1")
+    csv = tmp_path / "m.csv"
+    csv.write_text("video_id,action_class,start,end\nv0,drive,1,5\n../x,drive,1,5\nv0,cut,3,8\n")
+    assert main(["annotations", "check", str(csv), "--store", str(tmp_path / "store"), "--json"]) == 1
+    report = _json.loads(capsys.readouterr().out)
+    assert report["rows"] == 3 and report["valid"] == 2
+    assert [e["line"] for e in report["errors"]] == [3] and "../x" in report["errors"][0]["error"]
+
+
+def test_the_moment_detr_qid_mismatch_names_the_cli_flag():
+    from vmr.metrics.moment_detr import eval_moment_retrieval
+
+    gt = [{"qid": q, "vid": "v", "duration": 10.0, "relevant_windows": [[1.0, 3.0]]} for q in (1, 2)]
+    preds = [{"qid": 1, "vid": "v", "pred_relevant_windows": [[1.0, 3.0, 1.0]]}]
+    with pytest.raises(InputError, match="--shared-only"):
+        eval_moment_retrieval(preds, gt)

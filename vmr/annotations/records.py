@@ -195,7 +195,10 @@ class VideoIndex:
         feature sampling rate, not the source's frame rate, so it is not used here)."""
 
         def lookup(video_id: str) -> VideoInfo | None:
-            entry = store.entry(video_id)
+            try:
+                entry = store.entry(video_id)
+            except InputError as e:  # an id that cannot be in a store ('../x'), a damaged entry: this row's error
+                raise RowError(str(e)) from None
             if entry is None:
                 return None
             return VideoInfo(duration=_num(entry.get("duration")))

@@ -2,7 +2,10 @@
 
 Weights (``pretrained``):
 
-- an open_clip tag (``"openai"``, ``"laion2b_s34b_b79k"``, ...): open_clip downloads or finds them in its cache;
+- an open_clip tag (``"openai"``, ``"laion2b_s34b_b79k"``, ...): open_clip downloads or finds them in its cache.
+  Without a network (``HF_HUB_OFFLINE=1``, or the hub's host not answering a 1.5 s connection probe) only the cache
+  is tried, and weights not in it fail at once with one line naming ``--pretrained none`` and local checkpoints,
+  instead of a minute of download retries;
 - a local checkpoint path, or any :mod:`vmr.storage` URI (``s3://models/clip.pt``), spilled to local disk first and
   loaded with open_clip's own checkpoint loading (for air-gapped clusters);
 - ``"none"``: random initialisation from ``torch.manual_seed(seed)``, identical in every process on the same
@@ -12,15 +15,20 @@ One model per encoder, in eval mode; everything runs under ``torch.inference_mod
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
+import socket
 import tempfile
+import threading
+from urllib.parse import urlsplit
 
 import numpy as np
 import torch
 
 from vmr import storage
-from vmr.errors import ConfigError, InputError
+from vmr.errors import ConfigError, InputError, ServiceUnavailable
 from vmr.log_filters import without_log_message
 
 log = logging.getLogger(__name__)
@@ -29,6 +37,52 @@ RANDOM_WEIGHTS_NOTICE = (
     "WARNING: CLIP model {model} has RANDOM weights (--pretrained none): the features only serve tests and the "
     "offline demo and carry no visual meaning. Use --pretrained openai (or a checkpoint path/URI) for real use."
 )
+
+
+HUB_PROBE_SECONDS = 1.5  # how long the hub's host gets to accept a TCP connection before vmr assumes no network
+_warned_random: set[str] = set()  # models whose random-weights warning this process logged already
+
+
+@functools.lru_cache(maxsize=1)
+def hub_offline_reason() -> str:
+    """Why the Hugging Face hub (where open_clip finds tagged weights) cannot be reached, "" when it can: offline mode
+    set (``HF_HUB_OFFLINE``), or its host (``HF_ENDPOINT``, default huggingface.co) not accepting a TCP connection
+    within :data:`HUB_PROBE_SECONDS` (name resolution included, so a machine without DNS answers as fast). Probed once
+    per process."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set"
+    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+    result: list[str] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=HUB_PROBE_SECONDS).close()
+            result.append("")
+        except OSError as e:
+            result.append(f"{host}:{port} is unreachable ({e.strerror or type(e).__name__})")
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(HUB_PROBE_SECONDS + 0.5)
+    return result[0] if result else f"{host}:{port} did not answer within {HUB_PROBE_SECONDS:g} s"
+
+
+@contextlib.contextmanager
+def _hub_offline(offline: bool):
+    """huggingface_hub in offline mode for the duration when ``offline`` (cache only, no requests): its setting is
+    read from the environment when it is imported, so the module attribute it consults is switched."""
+    if not offline:
+        yield
+        return
+    from huggingface_hub import constants
+
+    saved = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
 
 
 def _is_checkpoint(pretrained: str) -> bool:
@@ -52,6 +106,7 @@ class ClipEncoder:
             raise ConfigError(f"unknown CLIP model {model_name!r}; open_clip knows e.g. ViT-B-32, ViT-B-16, ViT-L-14")
 
         spill_dir = source = None
+        offline = ""
         try:
             if self.random_weights:
                 source = None
@@ -64,14 +119,22 @@ class ClipEncoder:
                 source = storage.local_copy(pretrained, spill_dir)
             else:
                 source = pretrained  # an open_clip tag
+                offline = hub_offline_reason()
             # open_clip warns on the root logger that no weights were loaded: with "none" that is what was asked
             # for, and RANDOM_WEIGHTS_NOTICE says it with its consequence
-            with torch.random.fork_rng(devices=[]), without_log_message("", "No pretrained weights loaded"):
+            with torch.random.fork_rng(devices=[]), without_log_message("", "No pretrained weights loaded"), \
+                    without_log_message("", "Failed to download weights"), _hub_offline(bool(offline)):
                 torch.manual_seed(seed)
                 model, _, preprocess = open_clip.create_model_and_transforms(
                     model_name, pretrained=source, device="cpu", pretrained_image=False, pretrained_text=False
                 )
         except Exception as e:  # noqa: BLE001 - open_clip raises RuntimeError, download errors vary
+            if offline and not isinstance(e, InputError):
+                raise ServiceUnavailable(
+                    f"cannot download CLIP weights {pretrained!r} for {model_name}: no network ({offline}) and they "
+                    "are not in the local cache; use --pretrained none (random weights: tests and the demo only) or "
+                    "point --pretrained at local weights, a checkpoint path or URI (e.g. /models/ViT-B-32-openai.pt)"
+                ) from None
             if source is not None and not isinstance(e, InputError):
                 raise InputError(f"cannot load CLIP weights {pretrained!r} for {model_name}: {e}") from e
             raise
@@ -86,7 +149,8 @@ class ClipEncoder:
         self._tokenizer = open_clip.get_tokenizer(model_name)
         with torch.inference_mode():
             self.dim = int(self.model.encode_text(self._tokenizer(["probe"]).to(self.device)).shape[-1])
-        if self.random_weights and warn:
+        if self.random_weights and warn and model_name not in _warned_random:
+            _warned_random.add(model_name)  # once per process, however many encoders it makes
             log.warning(self.notice())
 
     def notice(self) -> str:

@@ -165,7 +165,8 @@ def _matched(predictions: list[dict], ground_truth: list[dict], match_number: bo
         raise InputError(
             f"predictions and ground truth must cover the same qids: {len(missing)} ground-truth qids have no "
             f"prediction (e.g. {missing[:3]}), {len(extra)} predicted qids are not in the ground truth "
-            f"(e.g. {extra[:3]}); pass match_number=False to evaluate the shared ones only")
+            f"(e.g. {extra[:3]}); to score the shared ones only, pass --shared-only to vmr eval "
+            "(match_number=False in Python)")
     qids = [q for q in pred if q in gt]
     if not qids:
         raise InputError("predictions and ground truth share no qid")

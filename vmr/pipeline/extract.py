@@ -504,9 +504,7 @@ def main_from_args(args) -> int:
     if args.json:
         print(json.dumps(summary.to_json()))
     else:
-        print(summary.text())
-        if summary.notice:
-            print(summary.notice)
+        print(summary.text())  # the random-weights notice was announced once, before the work
     return exit_code(summary, cfg.strict)
 
 

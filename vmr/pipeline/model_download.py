@@ -71,6 +71,10 @@ def download_model(uri: str, dst: str, tracking_uri: str | None = None) -> str:
     ``runs:/<id>/model``) to ``dst`` and return the vmr checkpoint directory inside it. Uses ``tracking_uri``, else
     ``MLFLOW_TRACKING_URI``, else MLflow's default. InputError when it cannot be found."""
     tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
+    db = tracking_uri[len("sqlite:///"):] if tracking_uri.startswith("sqlite:///") else ""
+    if db and not os.path.exists(db):  # opening it would create an empty store where no run was ever written
+        raise InputError(f"cannot fetch model {uri}: there is no MLflow store at {tracking_uri}; set "
+                         "MLFLOW_TRACKING_URI to the one that holds it, or pass a checkpoint folder as the model")
     try:
         with _process_uris(tracking_uri), _artifact_progress_bars_on_a_terminal_only():
             local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dst)
