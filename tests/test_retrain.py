@@ -15,7 +15,7 @@ import yaml
 
 from vmr import storage
 from vmr.data.demo import render_demo_archive
-from vmr.data.pairs import MatchPairConfig
+from vmr.data.match_pairs import MatchPairConfig
 from vmr.errors import InputError
 from vmr.features.settings import FeatureSettings
 from vmr.features.store import FeatureStore
