@@ -216,6 +216,47 @@ def write_text_atomic(uri: str, text: str) -> None:
 
 
 @_reaches
+def create_bytes(uri: str, data: bytes) -> bool:
+    """Write ``data`` to ``uri`` only if nothing is there yet, atomically: True when this call created it, False when
+    it existed (whoever wrote it first wins, however many processes race). Local files: a complete temporary file
+    hard-linked to the name (``link`` fails on an existing name, like ``O_EXCL``); S3: a PUT with
+    ``If-None-Match: *`` (s3fs ``mode="create"``), which the server refuses when the key exists."""
+    if scheme(uri) == "file":
+        path = strip(uri)
+        folder = os.path.dirname(path) or "."
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".new")
+        try:
+            os.fchmod(fd, 0o666 & ~_umask())
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+            return True
+        finally:
+            os.unlink(tmp)
+    fs = filesystem(uri)
+    if scheme(uri) != "s3":  # pragma: no cover - gcsfs has no conditional create through fsspec
+        if fs.exists(strip(uri)):
+            return False
+        fs.pipe_file(strip(uri), data)
+        return True
+    try:
+        fs.pipe_file(strip(uri), data, mode="create")
+    except FileExistsError:
+        return False
+    except OSError:  # 412 Precondition Failed that s3fs did not recognise as the If-None-Match condition
+        if fs.exists(strip(uri)):
+            return False
+        raise
+    return True
+
+
+@_reaches
 def remove(uri: str) -> None:
     fs = filesystem(uri)
     p = strip(uri)

@@ -222,6 +222,7 @@ def extract_into_store(uri: str, store: FeatureStore, encoder, fps: float, **kwa
             return store.load(vid)
         except InputError:  # damaged without its size changing (checksum): extracted again below
             pass
+    store.claim_settings(settings, redo={vid})
     vf = extract_video(uri, encoder, fps, **{**kwargs, "video_id": vid})
     store.write(vid, vf.timestamps, vf.features, vf.entry)
     return store.load(vid)

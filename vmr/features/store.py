@@ -6,6 +6,9 @@ Layout under the store root (a local path or any :mod:`vmr.storage` URI)::
     {root}/manifest/{video_id}.json     one manifest entry per video (keys: MANIFEST_KEYS, and FEATURES_KEYS: the
                                         features file's size in bytes and sha256, absent in entries of vmr < 0.2)
     {root}/failures.json                [{uri, reason, ...}] of the last extraction run
+    {root}/settings.json                the store's feature settings (model, pretrained, fps, extractor_version):
+                                        created once, by whoever writes first (a conditional create); every writer
+                                        claims it before writing (:meth:`FeatureStore.claim_settings`)
     {root}/manifest.parquet             the compacted manifest: every entry in one file (rebuilt when stale)
     {root}/index/                       the vector index of the rows, when built (:mod:`vmr.search.index`)
 
@@ -32,6 +35,7 @@ import posixpath
 import time
 import zipfile
 from dataclasses import dataclass, field
+from typing import Iterable
 
 import numpy as np
 
@@ -46,6 +50,7 @@ MANIFEST_KEYS = (
     "video_id", "source_uri", "source_size", "source_etag", "duration", "fps", "n_frames", "timestamps",
     "model", "pretrained", "extractor_version", "dim", "created",
 )
+SETTINGS_FILE = "settings.json"  # under the store root: the one set of settings every video of the store has
 FEATURES_KEYS = ("features_size", "features_sha256")  # of the .npz bytes, recorded by write()
 REPAIR_HINT = "re-run vmr extract (or vmr import-features) for it to repair the store"
 _CALLER_KEYS = ("source_uri", "source_size", "source_etag", "duration", "fps", "model", "pretrained", "extractor_version")
@@ -130,6 +135,55 @@ class FeatureStore:
     @property
     def failures_uri(self) -> str:
         return storage.join(self.uri, "failures.json")
+
+    @property
+    def settings_uri(self) -> str:
+        return storage.join(self.uri, SETTINGS_FILE)
+
+    # -- the store's one set of settings ---------------------------------------------------------------------
+    def recorded_settings(self) -> FeatureSettings | None:
+        """The settings of ``settings.json`` (None when the store has none yet). InputError when it is damaged."""
+        try:
+            text = storage.read_text(self.settings_uri)
+        except FileNotFoundError:
+            return None
+        try:
+            return FeatureSettings.from_entry(json.loads(text))
+        except (ValueError, InputError) as e:
+            raise InputError(f"damaged {self.settings_uri} ({' '.join(str(e).split())[:80]}); remove it and re-run "
+                             "vmr extract (it is recreated from the manifest)") from None
+
+    def claim_settings(self, settings: FeatureSettings, redo: Iterable[str] = ()) -> None:
+        """Make sure this store is one of ``settings`` before writing into it; every writer calls this first.
+
+        The first writer creates ``settings.json`` with a conditional create (:func:`vmr.storage.create_bytes`), so
+        of two runs with different settings racing on one store exactly one wins; a store from before the file
+        existed gets it from its entries. A store of other settings is refused (InputError, one line), unless it
+        holds videos and ``redo`` (the video ids this run writes) covers every one of them: then it is re-extracted
+        whole (a new fps over the same videos) and the file is replaced."""
+        wanted = settings.without_dim()
+        current = self.recorded_settings()
+        if current is None:
+            seed = self.settings() or wanted  # an older store: what its entries hold (InputError if they mix)
+            storage.create_bytes(self.settings_uri, _settings_json(seed))
+            current = self.recorded_settings() or seed  # whoever created it first
+        if current.matches(wanted):
+            return
+        stored = set(self.entries())
+        if stored and stored <= set(redo):
+            storage.write_text_atomic(self.settings_uri, _settings_json(wanted).decode())
+            return
+        raise InputError(f"feature store {self.uri} is for {current.describe()} ({self.settings_uri}), not "
+                         f"{wanted.describe()}: use another --out, or the store's settings")
+
+    def check_settings(self, settings: FeatureSettings) -> None:
+        """InputError unless ``settings.json`` holds ``settings`` (a writer's check before each write: another run
+        may have claimed the store for other settings since)."""
+        current = self.recorded_settings()
+        if current is None or not current.matches(settings):
+            found = current.describe() if current else "no settings.json"
+            raise InputError(f"feature store {self.uri} is no longer for {settings.without_dim().describe()} "
+                             f"({found}); another run claimed it")
 
     # -- writing ---------------------------------------------------------------------------------------------
     def write(self, video_id: str, timestamps: np.ndarray, features: np.ndarray, entry: dict) -> None:
@@ -322,6 +376,11 @@ class FeatureStore:
         return next(iter(found))
 
 
+def _settings_json(settings: FeatureSettings) -> bytes:
+    d = {k: getattr(settings, k) for k in ("model", "pretrained", "fps", "extractor_version")}
+    return (json.dumps(d, indent=1) + "\n").encode()
+
+
 def _parse_entry(text: str, uri: str) -> dict:
     """A manifest entry from its JSON text; InputError naming ``uri`` when it is damaged."""
     try:
@@ -377,6 +436,8 @@ def import_npz_features(src_uri: str, store_uri: str, clip_seconds: float, model
     if not files:
         raise InputError(f"no .npz files under {src_uri}")
     store = FeatureStore(store_uri)
+    store.claim_settings(FeatureSettings(model, pretrained, 1.0 / float(clip_seconds), IMPORTED_EXTRACTOR_VERSION),
+                         redo={video_id_for(f.uri, src_uri) for f in files})
     ids = []
     for f in files:
         vid = video_id_for(f.uri, src_uri)

@@ -308,6 +308,7 @@ class _Assembler:
         feats = np.stack([rows[i][1] for i in order]).astype(np.float32)
         job = self.jobs[vid]
         try:
+            self.store.check_settings(self.settings)  # still ours: no run of other settings took the store over
             self.store.write(vid, ts, feats, manifest_entry(job, self.duration[vid], self.settings))
         except Exception as e:  # noqa: BLE001 - the store may be unreachable; record it and go on
             self._fail(vid, failure_reason(e))
@@ -374,6 +375,8 @@ def run_extract(cfg: ExtractConfig, *, announce=print, on_batch=None) -> Extract
     plan = plan_extraction(cfg.videos, store, settings)
     jobs = {j.video_id: j for j in plan.todo}
     _check_store_settings(store, settings, set(jobs))
+    if jobs:  # the store's settings.json: created by the first writer; a run of other settings is refused here
+        store.claim_settings(settings, redo=set(jobs))
     summary = ExtractSummary(skipped=len(plan.skipped), store=store.uri)
     if not jobs:
         store.write_failures([])
