@@ -273,11 +273,12 @@ def test_the_current_test_checks_the_features_and_a_rerun_repairs_them(tmp_path,
     video.parent.mkdir()
     shutil.copy(rendered_videos / "h264.mkv", video)
     encoder = ClipEncoder("ViT-S-32", "none", device="cpu", seed=0)
+    store = FeatureStore(str(tmp_path / "s32"))
     first = extract_into_store(str(video), store, encoder, 1.0)
-    _cut(tmp_path / "store/features/clip.npz")
+    _cut(tmp_path / "s32/features/clip.npz")
     again = extract_into_store(str(video), store, encoder, 1.0)
     assert np.allclose(again.features, first.features, atol=1e-5)
-    assert store.load("clip").entry["features_size"] == (tmp_path / "store/features/clip.npz").stat().st_size
+    assert store.load("clip").entry["features_size"] == (tmp_path / "s32/features/clip.npz").stat().st_size
 
 
 # ---- dependencies -------------------------------------------------------------------------------------------------
@@ -434,3 +435,65 @@ def test_the_moment_detr_qid_mismatch_names_the_cli_flag():
     preds = [{"qid": 1, "vid": "v", "pred_relevant_windows": [[1.0, 3.0, 1.0]]}]
     with pytest.raises(InputError, match="--shared-only"):
         eval_moment_retrieval(preds, gt)
+
+
+# ---- one store, one set of settings: racing writers -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_racing_claims_on_one_store_have_one_winner(where, tmp_path, s3_server):
+    """Eight threads claim one empty store for four different fps at the same instant: the first conditional create
+    of settings.json wins; exactly the claims with the winner's settings succeed."""
+    import threading
+
+    from vmr.features.store import FeatureStore
+
+    uri = str(tmp_path / "store") if where == "local" else s3_server.bucket() + "/store"
+    barrier = threading.Barrier(8)
+    outcome: dict[int, str] = {}
+
+    def claim(i: int) -> None:
+        store = FeatureStore(uri)
+        barrier.wait()
+        try:
+            store.claim_settings(FeatureSettings("ViT-S-32", "none", 1.0 + i % 4))
+            outcome[i] = "ok"
+        except InputError as e:
+            outcome[i] = str(e)
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    won = FeatureStore(uri).recorded_settings()
+    winners = sorted(i for i, o in outcome.items() if o == "ok")
+    assert len(outcome) == 8 and won is not None
+    assert winners == [i for i in range(8) if 1.0 + i % 4 == won.fps]
+    assert all("\n" not in o and "settings.json" in o for o in outcome.values() if o != "ok")
+
+
+@pytest.mark.slow
+def test_two_extractions_with_different_settings_into_one_store_one_succeeds(s3_server, rendered_videos, tmp_path):
+    """Two real `vmr extract` processes started together on the same S3 store with different fps: one extracts, the
+    other stops before any work with one line; the store holds one setting only."""
+    from vmr.features.store import FeatureStore
+
+    bucket = s3_server.bucket()
+    s3_server.upload(rendered_videos / "h264.mkv", bucket + "/raw/a.mkv")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(s3_server.env(), PYTHONUNBUFFERED="1")
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "vmr.cli", "extract", "--videos", bucket + "/raw", "--out", bucket + "/features",
+         "--model", "ViT-S-32", "--pretrained", "none", "--fps", fps, "--batch-size", "8"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT) for fps in ("1", "2")]
+    results = [(p.wait(600), *p.communicate()) for p in procs]
+    codes = sorted(r[0] for r in results)
+    assert codes == [0, 2], [(r[0], r[2][-2000:]) for r in results]
+    loser = next(r for r in results if r[0] == 2)
+    errors = [line for line in loser[2].splitlines() if line.startswith("vmr extract: error:")]
+    # refused at the claim of settings.json, or (had the winner already stored a video) by its entries' settings
+    assert len(errors) == 1 and ("settings.json" in errors[0] or "other settings" in errors[0])
+    store = FeatureStore(bucket + "/features")
+    assert store.settings() == store.recorded_settings() and sorted(store.entries()) == ["a"]
+
