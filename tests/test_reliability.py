@@ -497,3 +497,24 @@ def test_two_extractions_with_different_settings_into_one_store_one_succeeds(s3_
     store = FeatureStore(bucket + "/features")
     assert store.settings() == store.recorded_settings() and sorted(store.entries()) == ["a"]
 
+
+def test_an_mlflow_server_down_at_the_start_stops_the_run_before_any_compute(tmp_path, capsys, monkeypatch):
+    """A tracking server that is not running (its port closed): one line and exit code 1 in seconds, before the demo
+    archive is rendered or Ray is started."""
+    import time
+
+    import ray
+
+    from vmr.cli import main
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    if ray.is_initialized():
+        pytest.skip("a Ray session of another test is running in this process")
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    t0 = time.perf_counter()
+    code = main(["finetune", f"data.workdir={tmp_path / 'work'}", f"tracking.tracking_uri={uri}"])
+    seconds = time.perf_counter() - t0
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("vmr ")]
+    assert code == 1 and len(err) == 1 and f"MLflow tracking server at {uri} does not answer" in err[0]
+    assert seconds < 10 and not ray.is_initialized()
+    assert not (tmp_path / "work" / "demo").exists() and not list((tmp_path / "work").rglob("*.npz"))

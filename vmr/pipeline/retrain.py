@@ -416,9 +416,10 @@ def run_retrain(cfg: RetrainConfig, *, announce: Callable[[str], None] = print) 
     from vmr.config import to_dict
     from vmr.models.checkpoint import check_features, load_model
     from vmr.pipeline.model_download import download_model
-    from vmr.pipeline.tracking import Tracker, resolve_tracking_uri
+    from vmr.pipeline.tracking import Tracker, check_reachable, resolve_tracking_uri
 
     tracking_uri = resolve_tracking_uri(cfg.tracking_uri, cfg.workdir)
+    check_reachable(tracking_uri)
     tracker = Tracker(tracking_uri, cfg.experiment)
     champ = _champion_version(tracker.client, cfg.model_name, cfg.champion_alias)
     if champ is None:

@@ -35,7 +35,7 @@ import warnings
 
 from vmr import storage
 from vmr.config import SECRET_KEY, redact
-from vmr.errors import ConfigError
+from vmr.errors import ConfigError, ServiceUnavailable
 from vmr.log_filters import without_log_message
 from vmr.pipeline.model_download import _artifact_progress_bars_on_a_terminal_only, _process_uris
 
@@ -66,6 +66,30 @@ def resolve_tracking_uri(configured: str = "", workdir: str = ".") -> str:
     if uri.startswith("sqlite:///"):
         os.makedirs(os.path.dirname(uri[len("sqlite:///"):]) or ".", exist_ok=True)
     return uri
+
+
+def check_reachable(tracking_uri: str, timeout: float = 5.0) -> None:
+    """:class:`ServiceUnavailable` (one line) when ``tracking_uri`` is an MLflow server that does not answer
+    ``GET /health`` within ``timeout`` seconds: checked before a run spends any compute (MLflow's client would retry
+    for minutes, and only once the run is being tracked). Local stores (``sqlite:``, paths) need no check."""
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlsplit, urlunsplit
+
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    parts = urlsplit(tracking_uri)
+    netloc = parts.hostname + (f":{parts.port}" if parts.port else "")  # /health needs no credentials
+    url = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/health", "", ""))
+    try:
+        urllib.request.urlopen(url, timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return  # it answered
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise ServiceUnavailable(
+            f"the MLflow tracking server at {redact(tracking_uri)} does not answer ({reason}); start it, or point "
+            "tracking.tracking_uri / MLFLOW_TRACKING_URI at a running one, then run the command again") from None
 
 
 def dashboard_command(tracking_uri: str) -> str:
@@ -337,6 +361,6 @@ def latest_version(tracking_uri: str, name: str):
 
 __all__ = [
     "Tracker", "CheckpointModel", "dashboard_command", "default_tracking_uri",
-    "resolve_tracking_uri", "params_from_config", "redact", "registered_name_for", "latest_version",
+    "resolve_tracking_uri", "check_reachable", "params_from_config", "redact", "registered_name_for", "latest_version",
     "RUN_NAME_TAG", "REGISTERED_NAMES",
 ]

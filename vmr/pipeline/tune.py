@@ -359,7 +359,13 @@ def run_sweep(cfg: SweepConfig, *, announce: Callable[[str], None] = print) -> S
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     from vmr.config import dump_yaml, to_dict
-    from vmr.pipeline.tracking import Tracker, dashboard_command, registered_name_for, resolve_tracking_uri
+    from vmr.pipeline.tracking import (
+        Tracker,
+        check_reachable,
+        dashboard_command,
+        registered_name_for,
+        resolve_tracking_uri,
+    )
     from vmr.pipeline.train import storage_filesystem
     from vmr.pipeline.workflow import default_config_files, resolve_config
 
@@ -390,6 +396,7 @@ def run_sweep(cfg: SweepConfig, *, announce: Callable[[str], None] = print) -> S
     _prepare_data(base, announce)
 
     tracking_uri = resolve_tracking_uri(cfg.tracking_uri or base.tracking.tracking_uri, workdir)
+    check_reachable(tracking_uri)
     parent = Tracker(tracking_uri, cfg.experiment)
     resolved = dataclasses.replace(cfg, name=name, train_config=files, metric=metric, storage_path=storage_path,
                                    search_space={kind: space})

@@ -288,6 +288,9 @@ def run_workflow(workflow: str, cfg: WorkflowConfig, *, announce: Callable[[str]
     cfg = dataclasses.replace(cfg, run_name=run_name)
     if config_files:
         announce(f"config: {', '.join(config_files)}")
+    from vmr.pipeline.tracking import check_reachable, resolve_tracking_uri
+
+    check_reachable(resolve_tracking_uri(cfg.tracking.tracking_uri, paths.workdir))  # before any compute
     if cfg.data.features.pretrained.lower() == "none":
         announce("note: CLIP has RANDOM weights (data.features.pretrained=none): the offline demo's features carry no "
                  "visual meaning beyond colour and layout statistics; use pretrained=openai for real footage")
