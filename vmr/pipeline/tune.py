@@ -461,7 +461,7 @@ def run_sweep(cfg: SweepConfig, *, announce: Callable[[str], None] = print) -> S
     if checkpoint and register_as.lower() != "none":
         child = Tracker(tracking_uri, cfg.experiment, run_id=best["run_id"])
         version = child.log_model(checkpoint, register_as, tags={SWEEP_TAG: name, TRIAL_TAG: best["trial_id"],
-                                                                 "vmr.models.checkpoint": checkpoint})
+                                                                 "vmr.checkpoint": checkpoint})
         registered = f"models:/{register_as}/{version.version}"
         announce(f"registered {registered} (trial {best['trial_id']}, {checkpoint})")
     parent.set_tags({"vmr.best.trial_id": best["trial_id"], "vmr.best.run_id": best["run_id"],

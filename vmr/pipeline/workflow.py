@@ -395,7 +395,7 @@ def run_workflow(workflow: str, cfg: WorkflowConfig, *, announce: Callable[[str]
         "vmr-matr-pretrained" if workflow == "pretrain" else registered_name_for(kind))
     if result.best and name.lower() != "none":
         version = tracker.log_model(result.best, name, tags={"vmr.run_name": run_name,
-                                                             "vmr.models.checkpoint": result.best})
+                                                             "vmr.checkpoint": result.best})
         registered = f"models:/{name}/{version.version}"
         announce(f"registered {registered} (from {result.best})")
     test_metrics: dict = {}
