@@ -54,17 +54,32 @@ def shortlist(nb: Neighbours, n_query: int, n_spans: int, span_rows: int | None 
     centre = (rows[:, 0] + rows[:, 1] - 1) / 2.0
     start = centre - (j if n_query > 1 else span_rows / 2.0)  # the row a copy of the query would start at
     ok = np.isfinite(sim) & (vids != "")
-    bins: dict[tuple, dict] = {}
+    vids, j, sim, start = vids[ok], j[ok], sim[ok], start[ok]
+    if not len(sim):
+        return []
+    names, vcode = np.unique(vids.astype(str), return_inverse=True)
+    cand_score, cand_vid, cand_lo, cand_hi = [], [], [], []
     for grid in (0.0, 0.5):
         b = np.floor(start / width + grid).astype(np.int64)
-        for v, jj, bb, s, st in zip(vids[ok], j[ok], b[ok], sim[ok], start[ok]):
-            d = bins.setdefault((v, grid, int(bb)), {"best": {}, "lo": st, "hi": st})
-            best = d["best"]
-            if s > best.get(jj, -math.inf):
-                best[jj] = float(s)
-            d["lo"], d["hi"] = min(d["lo"], st), max(d["hi"], st)
-    scored = sorted(((sum(d["best"].values()), key[0], d["lo"], d["hi"]) for key, d in bins.items()),
-                    key=lambda x: -x[0])
+        keys, key = np.unique(np.stack([vcode, b], axis=1), axis=0, return_inverse=True)
+        key = key.reshape(-1)
+        # each query row counts once per bin: its best similarity among the bin's votes
+        order = np.lexsort((-sim, key * n_rows + j))
+        kj = (key * n_rows + j)[order]
+        first = np.ones(len(kj), dtype=bool)
+        first[1:] = kj[1:] != kj[:-1]
+        score = np.bincount(key[order][first], weights=sim[order][first], minlength=len(keys))
+        lo = np.full(len(keys), np.inf)
+        hi = np.full(len(keys), -np.inf)
+        np.minimum.at(lo, key, start)
+        np.maximum.at(hi, key, start)
+        cand_score.append(score)
+        cand_vid.append(keys[:, 0])
+        cand_lo.append(lo)
+        cand_hi.append(hi)
+    score, vcodes = np.concatenate(cand_score), np.concatenate(cand_vid)
+    lo, hi = np.concatenate(cand_lo), np.concatenate(cand_hi)
+    scored = [(float(score[i]), names[vcodes[i]], lo[i], hi[i]) for i in np.argsort(-score, kind="stable")]
     chosen: list[Span] = []
     for score, v, lo, hi in scored:
         a = int(max(0, math.floor(lo)))
