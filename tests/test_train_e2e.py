@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures.s3 import s3_credentials_in_env
 
 from vmr.features.store import FeatureStore
 from vmr.models.checkpoint import check_features, load_model, read_card
@@ -42,7 +43,8 @@ def local_ray():
     saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+        with s3_credentials_in_env():  # the workers' own credentials for the S3 tests (never forwarded by vmr)
+            ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield
     if started:
         ray.shutdown()
