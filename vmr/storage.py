@@ -193,15 +193,8 @@ def write_bytes_atomic(uri: str, data: bytes) -> None:
     gets the mode a plain ``open(path, "w")`` would give it (0666 less the umask), not ``mkstemp``'s 0600."""
     if scheme(uri) == "file":
         path = strip(uri)
-        folder = os.path.dirname(path) or "."
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=f".{uuid.uuid4().hex[:6]}.tmp")
+        tmp = _complete_temp_file(path, data, f".{uuid.uuid4().hex[:6]}.tmp")
         try:
-            os.fchmod(fd, 0o666 & ~_umask())
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
@@ -209,6 +202,25 @@ def write_bytes_atomic(uri: str, data: bytes) -> None:
             raise
     else:
         filesystem(uri).pipe_file(strip(uri), data)
+
+
+def _complete_temp_file(path: str, data: bytes, suffix: str) -> str:
+    """A hidden temporary file beside local ``path`` holding ``data``, flushed to disk, mode 0666 less the umask (what
+    ``open`` would give; ``mkstemp`` alone makes it 0600); its path. The caller renames or links it into place."""
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=suffix)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return tmp
 
 
 def write_text_atomic(uri: str, text: str) -> None:
@@ -223,15 +235,8 @@ def create_bytes(uri: str, data: bytes) -> bool:
     ``If-None-Match: *`` (s3fs ``mode="create"``), which the server refuses when the key exists."""
     if scheme(uri) == "file":
         path = strip(uri)
-        folder = os.path.dirname(path) or "."
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".new")
+        tmp = _complete_temp_file(path, data, ".new")
         try:
-            os.fchmod(fd, 0o666 & ~_umask())
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
             try:
                 os.link(tmp, path)
             except FileExistsError:

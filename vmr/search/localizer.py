@@ -575,7 +575,13 @@ class Localizer:
                     yield from window_items(vid, feats[a:b], times[a:b], step, rows if rows and b - a > rows else None,
                                             overlap)
 
-        for it, owned, _, _ in self._run(q, items(), self._per_window_k(top_k)):
+        return self._best_hits(q, items(), per_video, top_k)
+
+    def _best_hits(self, q: QueryFeatures, items: Iterable[WindowItem], per_video: dict[str, list[np.ndarray]],
+                   top_k: int) -> list[SearchHit]:
+        """Run the windows of many videos in shared batches, merge each video's candidates on its own (``per_video``:
+        video id -> list, filled here), and keep the best ``top_k`` over all videos."""
+        for it, owned, _, _ in self._run(q, items, self._per_window_k(top_k)):
             per_video[it.key].append(owned)
         hits = []
         for vid, cands in per_video.items():
@@ -634,13 +640,7 @@ class Localizer:
                 if progress and (done[0] % 50 == 0):
                     progress(f"  {done[0]}/{len(video_ids)} videos")
 
-        for it, owned, _, _ in self._run(q, items(), self._per_window_k(top_k)):
-            per_video[it.key].append(owned)
-        hits = []
-        for vid, cands in per_video.items():
-            hits += [SearchHit(vid, float(s), float(e), float(x)) for s, e, x in self._merge(cands, top_k)]
-        hits.sort(key=lambda h: -h.score)
-        return hits[:top_k]
+        return self._best_hits(q, items(), per_video, top_k)
 
 
 @functools.lru_cache(maxsize=4)
