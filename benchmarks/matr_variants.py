@@ -72,12 +72,12 @@ def run_variant(name: str, overrides: list[str], args, demo_store: FeatureStore,
     seed_everything(pcfg.train.seed)
     model = MATR(wf._model_config(pcfg, dim, lambda s: None))
     t0 = time.perf_counter()
-    specs = wf._pretrain_specs(pcfg, store, lambda s: None)
+    specs = wf.pretrain_specs(pcfg, store, lambda s: None)
     mvb.train(model, pcfg, store, list(specs["train"]), pcfg.train.epochs, f"{name}: pretrain", {"val": specs["val"]})
     fcfg, _ = wf.resolve_config("finetune", None, base + [f"data.pairs.seed={args.split}"]
                                 + (["train.epochs=1"] if args.quick else []))
     paths = wf.resolve_paths(fcfg)
-    pairs = wf._pair_specs(fcfg, paths, demo_store, lambda s: None)
+    pairs = wf.pair_specs(fcfg, paths, demo_store, lambda s: None)
     best, best_val = None, -1.0
     for ep in range(fcfg.train.epochs):
         hist = mvb.train(model, fcfg, demo_store, list(pairs["train"]), 1, f"{name}: finetune {ep + 1}",
@@ -118,7 +118,7 @@ def main() -> None:
     training_free = rf.evaluate(items, {k: v for k, v in rf.methods_for([]).items()
                                         if not k.startswith("whole")})["results"]
     fcfg, _ = wf.resolve_config("finetune", None, [f"data.workdir={args.workdir}", f"data.pairs.seed={args.split}"])
-    pairs = wf._pair_specs(fcfg, wf.resolve_paths(fcfg), demo_store, lambda s: None)
+    pairs = wf.pair_specs(fcfg, wf.resolve_paths(fcfg), demo_store, lambda s: None)
     demo_baseline = evaluate_baseline(wf._torch_loader(fcfg, demo_store, pairs["test"]), "video").metrics
     print(f"training-free methods scored in {time.perf_counter() - t:.0f} s", flush=True)
 

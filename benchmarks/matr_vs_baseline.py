@@ -44,16 +44,8 @@ def ensure_features(workdir: str, overrides: list[str]) -> None:
     paths = wf.resolve_paths(cfg)
     if len(FeatureStore(paths.store)):
         return
-    from vmr.data.demo import render_demo_archive
-    from vmr.pipeline.ray_session import ensure_ray
-
-    d = cfg.data.demo
     print(f"rendering and extracting the demo into {workdir} (once) ...", flush=True)
-    render_demo_archive(paths.demo, n_videos=d.n_videos, seed=d.seed, duration_range=tuple(d.duration_range),
-                        size=tuple(d.size), fps=d.fps, length_range=tuple(d.length_range),
-                        max_instances=d.max_instances)
-    ensure_ray()
-    wf._features(cfg, paths, lambda s: None)
+    wf.prepare_features(cfg, paths, lambda s: None)
 
 
 def train(model, cfg, store, specs: list, epochs: int, tag: str, evals: dict) -> list[dict]:
@@ -90,7 +82,7 @@ def main() -> None:
     dim = int(next(iter(store.entries().values()))["dim"])
     seed_everything(pcfg.train.seed)
     model = MATR(wf._model_config(pcfg, dim, lambda s: None))
-    specs = wf._pretrain_specs(pcfg, store, print)
+    specs = wf.pretrain_specs(pcfg, store, print)
     print(f"pretraining {pcfg.train.epochs} epochs (config: {' '.join(args.overrides) or 'embedded demo'})", flush=True)
     train(model, pcfg, store, list(specs["train"]), pcfg.train.epochs, "pretrain", {"val": specs["val"]})
     pretrained = copy.deepcopy(model.state_dict())
@@ -98,7 +90,7 @@ def main() -> None:
     rows = []
     for seed in [int(s) for s in args.splits.split(",")]:
         fcfg, _ = wf.resolve_config("finetune", None, base + [f"data.pairs.seed={seed}"])
-        pairs = wf._pair_specs(fcfg, paths, store, print)
+        pairs = wf.pair_specs(fcfg, paths, store, print)
         model.load_state_dict(pretrained)
         baseline = evaluate_baseline(wf._torch_loader(fcfg, store, pairs["test"]), "video").metrics
         hist = train(model, fcfg, store, list(pairs["train"]), fcfg.train.epochs, f"finetune split {seed}",

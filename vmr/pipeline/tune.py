@@ -13,7 +13,7 @@ Search spaces are data (``configs/tune.yaml``), one per model kind, keyed by the
 A value is one distribution: ``uniform``/``loguniform``/``quniform: [low, high(, q)]``, ``randint: [low, high)``,
 ``choice: [...]``, ``grid: [...]`` (every value, times ``num_samples``), or a plain value (fixed). The space of the
 training config's model kind is used; each key is checked against the training config before any trial starts, so a
-typo fails at once with the list of known keys.
+typo fails at once with the list of known keys. The helpers for spaces live in :mod:`vmr.pipeline.tune_space`.
 
 Where things go (``name`` is the sweep's name)::
 
@@ -31,7 +31,8 @@ Choices where the issue is silent:
   only waits on its Ray Train run, so it holds ``trial_cpus`` (0.01) CPUs: the workers hold the real resources.
 - ASHA's time is the ``epoch`` the training loop reports (0-based), not Tune's iteration count, because a trial that
   resumes after a driver crash continues its training run at its next epoch.
-- Footage and features are prepared once by the driver; trials run with ``data.features.extract=false``.
+- Footage and features are prepared once by the driver, by the workflow's own first step
+  (:func:`vmr.pipeline.workflow.prepare_features`); trials run with ``data.features.extract=false``.
 - The best trial is the one with the best validation score at any epoch (Tune's ``scope="all"``); its best
   checkpoint (by the score recorded in each checkpoint's card) is registered from the trial's child run, so the model
   version links to the run that trained it.
@@ -52,96 +53,27 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
+import ray.tune
+from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.basic_variant import BasicVariantGenerator
+
 from vmr import storage
-from vmr.config import redact
+from vmr.config import dump_yaml, redact, to_dict
 from vmr.errors import ConfigError, SweepFailed
+from vmr.models.checkpoint import CARD_FILE, ModelCard
+from vmr.pipeline.tracking import Tracker, check_reachable, dashboard_command, registered_name_for, resolve_tracking_uri
+from vmr.pipeline.train import storage_filesystem
+from vmr.pipeline.tune_space import (  # re-exported: the search-space helpers are imported from here
+    DISTRIBUTIONS,
+    check_distribution,
+    overrides_of,
+    representative,
+    to_tune,
+)
+from vmr.pipeline.workflow import default_config_files, prepare_features, resolve_config, resolve_paths, run_workflow
 
 log = logging.getLogger(__name__)
-
-DISTRIBUTIONS = ("uniform", "loguniform", "quniform", "randint", "choice", "grid")
-
-
-def _numbers(key: str, name: str, args, n: tuple[int, ...]) -> list[float]:
-    if not isinstance(args, (list, tuple)) or len(args) not in n:
-        raise ConfigError(f"search_space.{key}: {name} takes a list of {' or '.join(map(str, n))} numbers, "
-                          f"got {args!r}")
-    try:
-        return [float(a) for a in args]
-    except (TypeError, ValueError):
-        raise ConfigError(f"search_space.{key}: {name} takes numbers, got {args!r}") from None
-
-
-def check_distribution(key: str, spec: Any) -> None:
-    """Raise :class:`ConfigError` unless ``spec`` is a valid distribution (module docstring) for ``key``."""
-    if not isinstance(spec, dict):
-        return  # a fixed value
-    if len(spec) != 1 or next(iter(spec)) not in DISTRIBUTIONS:
-        raise ConfigError(f"search_space.{key}: expected one of {list(DISTRIBUTIONS)} (e.g. {{uniform: [0.1, 1.0]}}) "
-                          f"or a plain value, got {spec!r}")
-    name, args = next(iter(spec.items()))
-    if name in ("choice", "grid"):
-        if not isinstance(args, (list, tuple)) or not args:
-            raise ConfigError(f"search_space.{key}: {name} takes a non-empty list, got {args!r}")
-        return
-    nums = _numbers(key, name, args, (3,) if name == "quniform" else (2,))
-    lo, hi = nums[0], nums[1]
-    if not lo < hi:
-        raise ConfigError(f"search_space.{key}: {name} needs low < high, got {args!r}")
-    if name == "loguniform" and lo <= 0:
-        raise ConfigError(f"search_space.{key}: loguniform needs a positive low bound, got {lo}")
-    if name == "randint" and not (float(lo).is_integer() and float(hi).is_integer()):
-        raise ConfigError(f"search_space.{key}: randint takes integers [low, high), got {args!r}")
-
-
-def representative(spec: Any) -> Any:
-    """One value the distribution can produce (for checking the key against the training config)."""
-    if not isinstance(spec, dict):
-        return spec
-    name, args = next(iter(spec.items()))
-    if name in ("choice", "grid"):
-        return args[0]
-    if name == "randint":
-        return int(args[0])
-    return float(args[0])
-
-
-def to_tune(space: dict[str, Any]) -> dict[str, Any]:
-    """``{dotted key: spec}`` -> Ray Tune's param space (same keys, ``ray.tune`` domains as values)."""
-    from ray import tune
-
-    out = {}
-    for key, spec in space.items():
-        check_distribution(key, spec)
-        if not isinstance(spec, dict):
-            out[key] = spec
-            continue
-        name, args = next(iter(spec.items()))
-        if name == "uniform":
-            out[key] = tune.uniform(float(args[0]), float(args[1]))
-        elif name == "loguniform":
-            out[key] = tune.loguniform(float(args[0]), float(args[1]))
-        elif name == "quniform":
-            out[key] = tune.quniform(float(args[0]), float(args[1]), float(args[2]))
-        elif name == "randint":
-            out[key] = tune.randint(int(args[0]), int(args[1]))
-        elif name == "choice":
-            out[key] = tune.choice(list(args))
-        else:
-            out[key] = tune.grid_search(list(args))
-    return out
-
-
-def overrides_of(params: dict[str, Any]) -> list[str]:
-    """A trial's sampled ``{dotted key: value}`` as ``key=value`` overrides for :func:`vmr.config.resolve`."""
-    import yaml
-
-    out = []
-    for k, v in sorted(params.items()):
-        if hasattr(v, "item"):
-            v = v.item()  # numpy scalars from the samplers
-        out.append(f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}")
-    return out
-
 
 # ---- the sweep -----------------------------------------------------------------------------------------------------
 
@@ -272,12 +204,6 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
     """The Tune trainable: one finetuning run (:func:`vmr.pipeline.workflow.run_workflow`) with the trial's values,
     its epochs reported to Tune (``TuneReportCallback``), tracked as an MLflow child of the sweep's parent run. A
     trial restarted after a driver crash continues its training run (same run name) and its MLflow run."""
-    import ray.tune
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    from vmr.pipeline.tracking import Tracker
-    from vmr.pipeline.workflow import resolve_config, run_workflow
-
     trial_id = ray.tune.get_context().get_trial_id()
     run_name = trial_run_name(ctx.name, trial_id)
     cfg, _ = resolve_config("finetune", ctx.train_files, _trial_overrides(ctx, config, trial_id))
@@ -290,34 +216,8 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
                  train_callbacks=[TuneReportCallback()])
 
 
-def _prepare_data(cfg, announce) -> None:
-    """Render the demo footage (when the training config uses it) and extract the features once, on the driver,
-    so that the trials (``data.features.extract=false``) share one feature store instead of racing to fill it."""
-    from vmr.pipeline.workflow import resolve_paths
-
-    paths = resolve_paths(cfg)
-    if paths.demo_videos and not storage.exists(paths.videos):
-        from vmr.data.demo import render_demo_archive
-
-        d = cfg.data.demo
-        announce(f"rendering the demo archive ({d.n_videos} videos) into {paths.demo} ...")
-        render_demo_archive(paths.demo, n_videos=d.n_videos, seed=d.seed, duration_range=tuple(d.duration_range),
-                            size=tuple(d.size), fps=d.fps, length_range=tuple(d.length_range),
-                            max_instances=d.max_instances)
-    fc = cfg.data.features
-    if fc.extract:
-        from vmr.pipeline.extract import ExtractConfig, run_extract
-
-        summary = run_extract(ExtractConfig.for_features(paths.videos, paths.store, fc, batch_size=fc.batch_size,
-                                                         max_actors=fc.max_actors, seed=fc.seed),
-                              announce=lambda s: announce("  " + s))
-        announce("features: " + summary.text().replace("\n", "\n  "))
-
-
 def _check_space(space: dict, files: list[str], overrides: list[str]) -> None:
     """Every key of ``space`` must be a key of the training config that accepts the distribution's values."""
-    from vmr.pipeline.workflow import resolve_config
-
     for key, spec in space.items():
         check_distribution(key, spec)
         try:
@@ -329,8 +229,6 @@ def _check_space(space: dict, files: list[str], overrides: list[str]) -> None:
 def _best_checkpoint(run_dir: str, metric: str, mode: str) -> tuple[str, dict]:
     """The checkpoint of a training run folder with the best ``metric`` in its card (vmr checkpoints record the
     metrics they were saved with); ("", {}) when there is none."""
-    from vmr.models.checkpoint import CARD_FILE, ModelCard
-
     if not storage.exists(run_dir):
         return "", {}
     best, best_metrics = "", {}
@@ -352,24 +250,51 @@ def _best_checkpoint(run_dir: str, metric: str, mode: str) -> tuple[str, dict]:
     return best, best_metrics
 
 
+@dataclass
+class _Sweep:
+    """A sweep's settings resolved against its training config: where its parts go (see the module docstring)."""
+
+    cfg: SweepConfig
+    name: str
+    files: list[str]             # the training config files (absolute paths or URIs)
+    base: Any                    # the training config (a FinetuneWorkflowConfig) every trial starts from
+    kind: str
+    space: dict                  # the search space of ``kind``
+    overrides: list[str]         # every trial's training overrides before its sampled values
+    workdir: str
+    metric: str
+    storage_path: str
+    experiment_dir: str
+    trials_path: str
+
+
 def run_sweep(cfg: SweepConfig, *, announce: Callable[[str], None] = print) -> SweepResult:
     """Run (or resume) the sweep ``cfg`` (see the module docstring and :class:`SweepConfig`)."""
-    import ray.tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
-    from vmr.config import dump_yaml, to_dict
-    from vmr.pipeline.tracking import (
-        Tracker,
-        check_reachable,
-        dashboard_command,
-        registered_name_for,
-        resolve_tracking_uri,
-    )
-    from vmr.pipeline.train import storage_filesystem
-    from vmr.pipeline.workflow import default_config_files, resolve_config
-
     began = time.perf_counter()
+    sweep = _resolve_sweep(cfg)
+    prepare_features(sweep.base, resolve_paths(sweep.base), announce)  # once, for every trial
+    tracking_uri, parent = _start_parent_run(sweep, announce)
+    ctx = TrialContext(name=sweep.name, train_files=sweep.files, train_overrides=sweep.overrides,
+                       trials_path=sweep.trials_path, tracking_uri=tracking_uri, experiment=cfg.experiment,
+                       parent_run_id=parent.run_id, workdir=sweep.workdir)
+    tuner, restored = _tuner(sweep, ctx, announce)
+    grid = tuner.fit()
+    trials, best = _rank_trials(sweep, grid, tracking_uri, parent)
+    best_config = _write_best_config(sweep, best, trials, parent)
+    checkpoint, registered = _register_best(sweep, best, tracking_uri, announce)
+    parent.set_tags({"vmr.best.trial_id": best["trial_id"], "vmr.best.run_id": best["run_id"],
+                     "vmr.best.checkpoint": checkpoint, "vmr.best.model": registered, "vmr.best.config": best_config})
+    parent.finish("FINISHED")
+    return SweepResult(
+        name=sweep.name, metric=sweep.metric, best_trial=best["trial_id"], best_run_id=best["run_id"],
+        params=best["params"], metric_value=float(best["best"]), best_config=best_config, best_checkpoint=checkpoint,
+        registered=registered, trials=trials, parent_run_id=parent.run_id, tracking_uri=tracking_uri,
+        experiment=cfg.experiment, experiment_dir=sweep.experiment_dir, restored=restored,
+        dashboard=dashboard_command(tracking_uri), seconds=time.perf_counter() - began)
+
+
+def _resolve_sweep(cfg: SweepConfig) -> _Sweep:
+    """Check the sweep's settings and search space against its training config before anything runs."""
     cfg.validate()
     files = [os.path.abspath(f) if not storage.is_remote(f) else f for f in cfg.train_config] \
         or default_config_files("finetune")
@@ -385,102 +310,102 @@ def run_sweep(cfg: SweepConfig, *, announce: Callable[[str], None] = print) -> S
     metric = cfg.metric or base.trainer.score_attribute or ("val/mIoU" if kind == "matr" else "val/mAP")
     name = cfg.name or f"sweep-{kind}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
     storage_path = _abs(cfg.storage_path or os.path.join(workdir, "tune"))
-    experiment_dir = storage.join(storage_path, name)
-    trials_path = storage.join(storage_path, f"{name}-trials")
+    return _Sweep(cfg=cfg, name=name, files=files, base=base, kind=kind, space=space, overrides=overrides,
+                  workdir=workdir, metric=metric, storage_path=storage_path,
+                  experiment_dir=storage.join(storage_path, name), trials_path=storage.join(storage_path, f"{name}-trials"))
 
-    from vmr.pipeline.ray_session import ensure_ray
 
-    where = ensure_ray()
-    if where:
-        announce(where)
-    _prepare_data(base, announce)
-
-    tracking_uri = resolve_tracking_uri(cfg.tracking_uri or base.tracking.tracking_uri, workdir)
+def _start_parent_run(sweep: _Sweep, announce) -> tuple[str, Tracker]:
+    """``(tracking URI, the sweep's MLflow parent run)``, started or continued (runs are found by name)."""
+    cfg = sweep.cfg
+    tracking_uri = resolve_tracking_uri(cfg.tracking_uri or sweep.base.tracking.tracking_uri, sweep.workdir)
     check_reachable(tracking_uri)
     parent = Tracker(tracking_uri, cfg.experiment)
-    resolved = dataclasses.replace(cfg, name=name, train_config=files, metric=metric, storage_path=storage_path,
-                                   search_space={kind: space})
-    parent.start_run(name, to_dict(resolved), config_yaml=dump_yaml(resolved),
-                     tags={"vmr.workflow": "tune", SWEEP_TAG: name, ROLE_TAG: PARENT_ROLE, "vmr.kind": kind,
-                           "vmr.metric": metric, "vmr.experiment_dir": experiment_dir})
+    resolved = dataclasses.replace(cfg, name=sweep.name, train_config=sweep.files, metric=sweep.metric,
+                                   storage_path=sweep.storage_path, search_space={sweep.kind: sweep.space})
+    parent.start_run(sweep.name, to_dict(resolved), config_yaml=dump_yaml(resolved),
+                     tags={"vmr.workflow": "tune", SWEEP_TAG: sweep.name, ROLE_TAG: PARENT_ROLE, "vmr.kind": sweep.kind,
+                           "vmr.metric": sweep.metric, "vmr.experiment_dir": sweep.experiment_dir})
     announce(f"MLflow parent run: {parent.run_url()}{' (resumed)' if parent.resumed else ''} at {redact(tracking_uri)}")
+    return tracking_uri, parent
 
-    ctx = TrialContext(name=name, train_files=files, train_overrides=overrides, trials_path=trials_path,
-                       tracking_uri=tracking_uri, experiment=cfg.experiment, parent_run_id=parent.run_id,
-                       workdir=workdir)
+
+def _tuner(sweep: _Sweep, ctx: TrialContext, announce) -> tuple[Any, bool]:
+    """``(the Tuner, restored)``: the sweep's experiment restored when it exists (``Tuner.can_restore``), else new."""
+    cfg = sweep.cfg
     trainable = ray.tune.with_resources(ray.tune.with_parameters(run_trial, ctx=ctx), {"CPU": cfg.trial_cpus})
-    path, fs = storage_filesystem(storage_path)
-    exp_path, _ = storage_filesystem(experiment_dir)
-    restored = ray.tune.Tuner.can_restore(exp_path, storage_filesystem=fs)
-    if restored:
-        announce(f"resuming sweep {name} from {experiment_dir}: finished trials are kept, unfinished ones continue")
-        tuner = ray.tune.Tuner.restore(exp_path, trainable, resume_unfinished=True, resume_errored=True,
-                                       storage_filesystem=fs)
-    else:
-        announce(f"sweep {name}: {cfg.num_samples} trials of {kind} over {', '.join(space)}; ASHA on {metric} "
-                 f"({cfg.mode}), grace {cfg.asha.grace_period} epochs; up to {cfg.max_concurrent_trials or 'any'} "
-                 f"at once; experiment in {experiment_dir}")
-        tuner = ray.tune.Tuner(
-            trainable, param_space=to_tune(space),
-            tune_config=ray.tune.TuneConfig(
-                metric=metric, mode=cfg.mode, num_samples=cfg.num_samples,
-                max_concurrent_trials=cfg.max_concurrent_trials or None,
-                search_alg=BasicVariantGenerator(random_state=cfg.seed,
-                                                 max_concurrent=cfg.max_concurrent_trials or 0),
-                scheduler=ASHAScheduler(time_attr="epoch", max_t=max(1, base.train.epochs),
-                                        grace_period=cfg.asha.grace_period,
-                                        reduction_factor=cfg.asha.reduction_factor)),
-            run_config=ray.tune.RunConfig(name=name, storage_path=path, storage_filesystem=fs,
-                                          failure_config=ray.tune.FailureConfig(max_failures=1)))
-    grid = tuner.fit()
+    path, fs = storage_filesystem(sweep.storage_path)
+    exp_path, _ = storage_filesystem(sweep.experiment_dir)
+    if ray.tune.Tuner.can_restore(exp_path, storage_filesystem=fs):
+        announce(f"resuming sweep {sweep.name} from {sweep.experiment_dir}: finished trials are kept, unfinished ones "
+                 "continue")
+        return ray.tune.Tuner.restore(exp_path, trainable, resume_unfinished=True, resume_errored=True,
+                                      storage_filesystem=fs), True
+    announce(f"sweep {sweep.name}: {cfg.num_samples} trials of {sweep.kind} over {', '.join(sweep.space)}; ASHA on "
+             f"{sweep.metric} ({cfg.mode}), grace {cfg.asha.grace_period} epochs; up to "
+             f"{cfg.max_concurrent_trials or 'any'} at once; experiment in {sweep.experiment_dir}")
+    return ray.tune.Tuner(
+        trainable, param_space=to_tune(sweep.space),
+        tune_config=ray.tune.TuneConfig(
+            metric=sweep.metric, mode=cfg.mode, num_samples=cfg.num_samples,
+            max_concurrent_trials=cfg.max_concurrent_trials or None,
+            search_alg=BasicVariantGenerator(random_state=cfg.seed, max_concurrent=cfg.max_concurrent_trials or 0),
+            scheduler=ASHAScheduler(time_attr="epoch", max_t=max(1, sweep.base.train.epochs),
+                                    grace_period=cfg.asha.grace_period, reduction_factor=cfg.asha.reduction_factor)),
+        run_config=ray.tune.RunConfig(name=sweep.name, storage_path=path, storage_filesystem=fs,
+                                      failure_config=ray.tune.FailureConfig(max_failures=1))), False
 
-    trials = _record_trials(grid, name, metric, cfg.mode, tracking_uri, cfg.experiment)
+
+def _rank_trials(sweep: _Sweep, grid, tracking_uri: str, parent: Tracker) -> tuple[list[dict], dict]:
+    """``(every trial's record, the best one)``; :class:`SweepFailed` (the parent run FAILED) when none reported
+    the metric."""
+    cfg = sweep.cfg
+    trials = _record_trials(grid, sweep.name, sweep.metric, cfg.mode, tracking_uri, cfg.experiment)
     ranked = [t for t in trials if t.get("best") is not None]
     if not ranked:
         parent.finish("FAILED")
         errors = "; ".join(f"{t['trial_id']}: {t['error']}" for t in trials if t.get("error"))
-        raise SweepFailed(f"no trial of sweep {name} reported {metric}" + (f" ({errors})" if errors else ""))
+        raise SweepFailed(f"no trial of sweep {sweep.name} reported {sweep.metric}" + (f" ({errors})" if errors else ""))
     pick = max if cfg.mode == "max" else min
-    best = pick(ranked, key=lambda t: t["best"])
+    return trials, pick(ranked, key=lambda t: t["best"])
 
-    # the best config: the training config with the best trial's values, ready for `vmr finetune --config`
-    best_cfg, _ = resolve_config("finetune", files, [*overrides, *overrides_of(best["params"])])
+
+def _write_best_config(sweep: _Sweep, best: dict, trials: list[dict], parent: Tracker) -> str:
+    """The training config with the best trial's values, ready for ``vmr finetune --config``: written into the
+    experiment folder and, with the trials' records, to the parent run. Returns its URI."""
+    best_cfg, _ = resolve_config("finetune", sweep.files, [*sweep.overrides, *overrides_of(best["params"])])
     best_cfg = dataclasses.replace(best_cfg, run_name="")
-    best_yaml = (f"# best config of sweep {name}: trial {best['trial_id']}, {metric} = {best['best']:.4f} "
-                 f"({cfg.mode})\n"
+    best_yaml = (f"# best config of sweep {sweep.name}: trial {best['trial_id']}, {sweep.metric} = {best['best']:.4f} "
+                 f"({sweep.cfg.mode})\n"
                  + "".join(f"#   {k}: {v}\n" for k, v in best["params"].items()) + dump_yaml(best_cfg))
-    best_config = storage.join(experiment_dir, BEST_CONFIG_FILE)
+    best_config = storage.join(sweep.experiment_dir, BEST_CONFIG_FILE)
     storage.write_text_atomic(best_config, best_yaml)
     parent.log_text(best_yaml, BEST_CONFIG_FILE)
     parent.log_text(json.dumps(trials, indent=1, default=str), "trials.json")
-    parent.log_metrics({f"best/{metric}": best["best"]}, step=0)
+    parent.log_metrics({f"best/{sweep.metric}": best["best"]}, step=0)
+    return best_config
 
-    checkpoint, _m = _best_checkpoint(storage.join(trials_path, best["run_name"]), metric, cfg.mode)
+
+def _register_best(sweep: _Sweep, best: dict, tracking_uri: str, announce) -> tuple[str, str]:
+    """``(the best trial's best checkpoint, its registered model URI)`` (either "" when there is none), registered
+    from the trial's child run."""
+    cfg = sweep.cfg
+    checkpoint, _m = _best_checkpoint(storage.join(sweep.trials_path, best["run_name"]), sweep.metric, cfg.mode)
     registered = ""
-    register_as = cfg.register_as or base.tracking.register_as or registered_name_for(kind)
+    register_as = cfg.register_as or sweep.base.tracking.register_as or registered_name_for(sweep.kind)
     if checkpoint and register_as.lower() != "none":
         child = Tracker(tracking_uri, cfg.experiment, run_id=best["run_id"])
-        version = child.log_model(checkpoint, register_as, tags={SWEEP_TAG: name, TRIAL_TAG: best["trial_id"],
+        version = child.log_model(checkpoint, register_as, tags={SWEEP_TAG: sweep.name, TRIAL_TAG: best["trial_id"],
                                                                  "vmr.checkpoint": checkpoint})
         registered = f"models:/{register_as}/{version.version}"
         announce(f"registered {registered} (trial {best['trial_id']}, {checkpoint})")
-    parent.set_tags({"vmr.best.trial_id": best["trial_id"], "vmr.best.run_id": best["run_id"],
-                     "vmr.best.checkpoint": checkpoint, "vmr.best.model": registered, "vmr.best.config": best_config})
-    parent.finish("FINISHED")
-    return SweepResult(
-        name=name, metric=metric, best_trial=best["trial_id"], best_run_id=best["run_id"], params=best["params"],
-        metric_value=float(best["best"]), best_config=best_config, best_checkpoint=checkpoint, registered=registered,
-        trials=trials, parent_run_id=parent.run_id, tracking_uri=tracking_uri, experiment=cfg.experiment,
-        experiment_dir=experiment_dir, restored=restored, dashboard=dashboard_command(tracking_uri),
-        seconds=time.perf_counter() - began)
+    return checkpoint, registered
 
 
 def _record_trials(grid, name: str, metric: str, mode: str, tracking_uri: str, experiment: str) -> list[dict]:
     """One dict per trial (id, status, sampled params, best and last metric, epochs, MLflow run id), and the trials'
     MLflow runs closed: an ended trial's run that is still RUNNING was stopped early by ASHA (its workflow never
     reached the end), so it is marked KILLED with the tag ``vmr.trial.stopped_early``; an errored trial's FAILED."""
-    from vmr.pipeline.tracking import Tracker
-
     tracker = Tracker(tracking_uri, experiment)
     out = []
     for result in grid:
