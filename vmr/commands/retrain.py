@@ -26,7 +26,7 @@ def resolve_retrain(args):
     from vmr.config import resolve
     from vmr.errors import ConfigError
     from vmr.pipeline.retrain import RetrainConfig
-    from vmr.pipeline.workflow import bundled_configs
+    from vmr.pipeline.workflow_config import bundled_configs
 
     files = list(args.config) or bundled_configs("retrain.yaml")
     bad = [o for o in args.overrides if "=" not in o]
