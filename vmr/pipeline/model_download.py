@@ -12,6 +12,8 @@ import os
 import sys
 
 import mlflow
+import mlflow.tracking._model_registry.utils as reg
+import mlflow.tracking._tracking_service.utils as trk
 
 from vmr.config import redact
 from vmr.errors import InputError
@@ -45,17 +47,11 @@ class _process_uris:
         self.uri = uri
 
     def __enter__(self):
-        import mlflow.tracking._model_registry.utils as reg
-        import mlflow.tracking._tracking_service.utils as trk
-
         self.saved = (trk._tracking_uri, reg._registry_uri, {k: os.environ.get(k) for k in self._ENV})
         trk.set_tracking_uri(self.uri)
         reg.set_registry_uri(self.uri)
 
     def __exit__(self, *exc):
-        import mlflow.tracking._model_registry.utils as reg
-        import mlflow.tracking._tracking_service.utils as trk
-
         tracking, registry, env = self.saved
         trk.set_tracking_uri(tracking)
         reg._registry_uri = registry

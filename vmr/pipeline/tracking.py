@@ -29,14 +29,28 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import tempfile
+import time
+import urllib.error
+import urllib.request
 import warnings
+from urllib.parse import urlsplit, urlunsplit
+
+import mlflow
+import mlflow.pyfunc as _pyfunc
+import numpy as np
+import torch
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
 
 from vmr import storage
-from vmr.config import SECRET_KEY, redact
+from vmr.config import SECRET_KEY, flatten, redact
+from vmr.data.samples import Sample, collate
 from vmr.errors import ConfigError, ServiceUnavailable
 from vmr.log_filters import without_log_message
+from vmr.models.checkpoint import find_checkpoint, load_model, read_card
 from vmr.pipeline.model_download import _artifact_progress_bars_on_a_terminal_only, _process_uris
 
 log = logging.getLogger(__name__)
@@ -72,10 +86,6 @@ def check_reachable(tracking_uri: str, timeout: float = 5.0) -> None:
     """:class:`ServiceUnavailable` (one line) when ``tracking_uri`` is an MLflow server that does not answer
     ``GET /health`` within ``timeout`` seconds: checked before a run spends any compute (MLflow's client would retry
     for minutes, and only once the run is being tracked). Local stores (``sqlite:``, paths) need no check."""
-    import urllib.error
-    import urllib.request
-    from urllib.parse import urlsplit, urlunsplit
-
     if not tracking_uri.startswith(("http://", "https://")):
         return
     parts = urlsplit(tracking_uri)
@@ -104,8 +114,6 @@ def dashboard_command(tracking_uri: str) -> str:
 def params_from_config(config: dict) -> dict[str, str]:
     """Flattened ``{dotted.key: str(value)}`` of a nested config dict, secrets redacted, values cut to MLflow's
     limit."""
-    from vmr.config import flatten
-
     out = {}
     for k, v in flatten(config).items():
         if SECRET_KEY.search(k.rsplit(".", 1)[-1]) and v not in (None, ""):
@@ -116,8 +124,6 @@ def params_from_config(config: dict) -> dict[str, str]:
 
 
 def _client(tracking_uri: str):
-    from mlflow import MlflowClient
-
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
@@ -204,8 +210,6 @@ class Tracker:
         return self.run_id
 
     def _log_params(self, params: dict) -> None:
-        from mlflow.entities import Param
-
         items = [Param(k, v) for k, v in params.items()]
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(self.run_id, params=items[i:i + 100])
@@ -217,11 +221,6 @@ class Tracker:
 
     def log_metrics(self, metrics: dict, step: int) -> None:
         """Numeric entries of ``metrics`` (others are skipped) at ``step`` (the epoch)."""
-        import math
-        import time
-
-        from mlflow.entities import Metric
-
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, int(step)) for k, v in metrics.items()
                  if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))]
@@ -257,10 +256,6 @@ class Tracker:
         """Log the vmr checkpoint directory ``checkpoint`` (a path or storage URI) as the pyfunc model ``model`` of
         this run and, with ``registered_name``, register it (a new version, tagged with the card's feature settings
         and metrics). Returns the model version (or None when not registering)."""
-        import mlflow
-
-        from vmr.models.checkpoint import find_checkpoint, read_card
-
         card = read_card(checkpoint)
         version_tags = {"vmr.kind": card.kind, "vmr.task": card.task,
                         **{f"vmr.features.{k}": str(v) for k, v in vars(card.features).items()},
@@ -304,30 +299,15 @@ def _local_tree(uri: str, dest: str) -> str:
     return dest
 
 
-try:  # the pyfunc wrapper needs mlflow at class-definition time; this module is only imported where mlflow exists
-    import mlflow.pyfunc as _pyfunc
-
-    _PythonModel = _pyfunc.PythonModel
-except ImportError:  # pragma: no cover
-    _PythonModel = object
-
-
-class CheckpointModel(_PythonModel):
+class CheckpointModel(_pyfunc.PythonModel):
     """The MLflow pyfunc face of a vmr checkpoint (``artifacts["checkpoint"]``): see the module docstring."""
 
     _skip_type_hint_validation = True  # inputs are free-form dicts; no MLflow type-hint validation
 
     def load_context(self, context) -> None:
-        from vmr.models.checkpoint import load_model
-
         self.model, self.card = load_model(context.artifacts["checkpoint"])
 
     def predict(self, context, model_input, params=None):
-        import numpy as np
-        import torch
-
-        from vmr.data.samples import Sample, collate
-
         items = model_input.to_dict("records") if hasattr(model_input, "to_dict") else list(model_input)
         top_k = int((params or {}).get("top_k", 5))
         samples = []

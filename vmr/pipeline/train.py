@@ -35,10 +35,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
+import torch.distributed as dist
+from pyarrow import fs as pafs
 
 from vmr import storage
-from vmr.errors import ConfigError
-from vmr.models.checkpoint import build_model, save_checkpoint, unwrap
+from vmr.errors import ConfigError, InputError
+from vmr.models.checkpoint import build_model, checkpoints_in, load_state, read_card, save_checkpoint, unwrap
+from vmr.pipeline.datasets import iter_model_batches
 from vmr.pipeline.ray_session import forwarded_env, quiet_ray_train_worker, say
 from vmr.train.loop import (
     TrainConfig,
@@ -51,6 +54,10 @@ from vmr.train.loop import (
     seed_everything,
     train_one_epoch,
 )
+
+# ray.train (and ray.train.torch) is imported by the functions that train: this module's configs are part of every
+# workflow config (vmr.pipeline.workflow_config), so `vmr retrain` with nothing new imports this module and would pay
+# about 1 s more for them (measured on the 2-core dev machine); Ray Train's workers and fit() import them anyway.
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +116,6 @@ def _average(values: dict, world: int, device: torch.device) -> dict:
     """Mean of each value over the workers (the same keys on every worker)."""
     if world <= 1 or not values:
         return values
-    import torch.distributed as dist
-
     keys = sorted(values)
     t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(t)
@@ -120,8 +125,6 @@ def _average(values: dict, world: int, device: torch.device) -> dict:
 def _sum(value: float, world: int, device: torch.device) -> float:
     if world <= 1:
         return float(value)
-    import torch.distributed as dist
-
     t = torch.tensor([float(value)], dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return float(t.item())
@@ -148,9 +151,6 @@ def _resume_state(ray_checkpoint, run_dir: str) -> tuple[dict, dict, str] | None
     """``(weights, train_state, source)`` to resume from, or None: the newer of the checkpoint Ray hands back
     (``get_checkpoint()``) and the newest complete checkpoint in the run folder. The folder matters when a worker died
     right after ``report``: the checkpoint is in storage, but the controller had not registered it yet."""
-    from vmr.errors import InputError
-    from vmr.models.checkpoint import checkpoints_in, load_state
-
     best: tuple[int, dict, dict, str] | None = None
     if ray_checkpoint is not None:
         with ray_checkpoint.as_directory() as d:
@@ -193,17 +193,56 @@ def epoch_line(epoch: int, epochs: int, metrics: dict, baseline: dict, seconds: 
     return "  ".join(parts)
 
 
+@dataclass
+class _Worker:
+    """One training worker's model (prepared for DDP), optimiser state and place in the worker group."""
+
+    rank: int
+    world: int
+    device: torch.device
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    scaler: Any
+    steps_per_epoch: int
+
+
 def train_loop_per_worker(config: dict) -> None:
     """The Ray Train worker function (see the module docstring); ``config = {"loop": LoopConfig}``."""
-    import ray
     import ray.train
-    import ray.train.torch
-
-    from vmr.pipeline.datasets import iter_model_batches
 
     lc: LoopConfig = config["loop"]
     tc = lc.train
     quiet_ray_train_worker()
+    w = _build_worker(lc)
+    start_epoch, history = _resume(lc, w)
+    train_shard = ray.train.get_dataset_shard("train")
+    val_data = ray.train.get_dataset_shard("val") if w.rank == 0 else None
+    hook = _kill_hook(lc.debug, w.rank)
+    began = time.perf_counter()
+    for epoch in range(start_epoch, tc.epochs):
+        t0 = time.perf_counter()
+        metrics = _train_epoch(lc, w, train_shard, epoch, hook)
+        tmp = None
+        if w.rank == 0:
+            tmp = _validate_and_save(lc, w, val_data, epoch, metrics, history)
+            done = epoch + 1 - start_epoch
+            spent = time.perf_counter() - began
+            say(epoch_line(epoch, tc.epochs, metrics, lc.baseline, time.perf_counter() - t0,
+                           spent / done * (tc.epochs - epoch - 1)))
+        checkpoint = ray.train.Checkpoint.from_directory(tmp) if tmp else None
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint_epoch{epoch:04d}")
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _build_worker(lc: LoopConfig) -> _Worker:
+    """The model (seeded, the init weights loaded, prepared for DDP on the worker's device), optimiser, schedule and
+    AMP scaler."""
+    import ray.train
+    import ray.train.torch
+
+    tc = lc.train
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     if tc.torch_threads:
@@ -219,68 +258,73 @@ def train_loop_per_worker(config: dict) -> None:
     scheduler = make_scheduler(optimizer, tc, steps_per_epoch)
     dtype = autocast_dtype(device) if tc.amp else None
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    return _Worker(rank=rank, world=world, device=device, model=model, optimizer=optimizer, scheduler=scheduler,
+                   scaler=scaler, steps_per_epoch=steps_per_epoch)
 
+
+def _resume(lc: LoopConfig, w: _Worker) -> tuple[int, list]:
+    """``(the first epoch to train, the metrics history)``: from the newest checkpoint of the run (see
+    :func:`_resume_state`), else ``(0, [])``."""
+    import ray.train
+
+    tc = lc.train
     start_epoch, history = 0, []
     resume = _resume_state(ray.train.get_checkpoint(), lc.run_dir)
     if resume is not None:
         weights, state, source = resume
-        unwrap(model).load_state_dict(weights)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        unwrap(w.model).load_state_dict(weights)
+        w.optimizer.load_state_dict(state["optimizer"])
+        w.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
+            w.scaler.load_state_dict(state["scaler"])
         start_epoch = int(state["epoch"]) + 1
         history = list(state.get("history", []))
-        if rank == 0:
+        if w.rank == 0:
             say(f"resuming {lc.run_name} from {source} ({start_epoch}/{tc.epochs} epochs done)")
-    if start_epoch >= tc.epochs and rank == 0:
+    if start_epoch >= tc.epochs and w.rank == 0:
         say(f"{lc.run_name}: all {tc.epochs} epochs are done already; nothing to train")
+    return start_epoch, history
 
-    train_shard = ray.train.get_dataset_shard("train")
-    val_data = ray.train.get_dataset_shard("val") if rank == 0 else None
-    hook = _kill_hook(lc.debug, rank)
-    began = time.perf_counter()
-    for epoch in range(start_epoch, tc.epochs):
-        t0 = time.perf_counter()
-        batches = iter_model_batches(train_shard, tc.batch_size, device,
-                                     local_shuffle_buffer_size=tc.shuffle_buffer or None,
-                                     local_shuffle_seed=(tc.seed * 1000 + epoch) if tc.shuffle_buffer else None)
-        stats = train_one_epoch(model, batches, optimizer, scheduler, device=device, amp=tc.amp, scaler=scaler,
-                                grad_clip=tc.grad_clip, step_hook=hook, start_step=epoch * steps_per_epoch)
-        losses = _average({f"train/{k}" if k != "total" else "train/loss": v for k, v in stats.losses.items()},
-                          world, device)
-        samples = _sum(stats.samples, world, device)
-        metrics: dict = {"epoch": epoch, **losses, "train/samples_per_s": samples / max(stats.seconds, 1e-9),
-                         "train/lr": optimizer.param_groups[0]["lr"]}
-        last = epoch == tc.epochs - 1
-        tmp = None
-        if rank == 0:
-            res = evaluate(unwrap(model), iter_model_batches(val_data, tc.eval_batch_size or tc.batch_size, device),
-                           lc.task, top_k=tc.eval_top_k, device=device, keep_examples=tc.plot_items if last else 0,
-                           amp=tc.amp)
-            metrics.update(prefixed(res.metrics, "val"))
-            history.append({k: v for k, v in metrics.items()})
-            tmp = tempfile.mkdtemp(prefix="vmr-ckpt-")
-            save_checkpoint(tmp, model, lc.features, metrics=metrics,
-                            extra={"epoch": epoch, "run_name": lc.run_name, "workflow": lc.workflow,
-                                   "mlflow_run_id": getattr(lc.tracker, "run_id", None)},
-                            train_state={"epoch": epoch, "optimizer": optimizer.state_dict(),
-                                         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                                         "history": history})
-            if lc.tracker is not None:
-                lc.tracker.log_metrics(metrics, step=epoch)
-                if last and res.examples:
-                    with tempfile.TemporaryDirectory(prefix="vmr-plots-") as pd:
-                        save_plots(res.examples, pd, "val")
-                        lc.tracker.log_artifacts(pd, "plots")
-            done = epoch + 1 - start_epoch
-            spent = time.perf_counter() - began
-            say(epoch_line(epoch, tc.epochs, metrics, lc.baseline, time.perf_counter() - t0,
-                           spent / done * (tc.epochs - epoch - 1)))
-        checkpoint = ray.train.Checkpoint.from_directory(tmp) if tmp else None
-        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint_epoch{epoch:04d}")
-        if tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
+
+def _train_epoch(lc: LoopConfig, w: _Worker, train_shard, epoch: int, hook) -> dict:
+    """One pass over this worker's shard; the epoch's metrics with the losses averaged over the workers."""
+    tc = lc.train
+    batches = iter_model_batches(train_shard, tc.batch_size, w.device,
+                                 local_shuffle_buffer_size=tc.shuffle_buffer or None,
+                                 local_shuffle_seed=(tc.seed * 1000 + epoch) if tc.shuffle_buffer else None)
+    stats = train_one_epoch(w.model, batches, w.optimizer, w.scheduler, device=w.device, amp=tc.amp, scaler=w.scaler,
+                            grad_clip=tc.grad_clip, step_hook=hook, start_step=epoch * w.steps_per_epoch)
+    losses = _average({f"train/{k}" if k != "total" else "train/loss": v for k, v in stats.losses.items()},
+                      w.world, w.device)
+    samples = _sum(stats.samples, w.world, w.device)
+    return {"epoch": epoch, **losses, "train/samples_per_s": samples / max(stats.seconds, 1e-9),
+            "train/lr": w.optimizer.param_groups[0]["lr"]}
+
+
+def _validate_and_save(lc: LoopConfig, w: _Worker, val_data, epoch: int, metrics: dict, history: list) -> str:
+    """Rank 0: evaluate on the whole val dataset (into ``metrics`` and ``history``), save a vmr checkpoint into a temp
+    folder (returned) and log the metrics (and, at the last epoch, plots) to MLflow."""
+    tc = lc.train
+    last = epoch == tc.epochs - 1
+    res = evaluate(unwrap(w.model), iter_model_batches(val_data, tc.eval_batch_size or tc.batch_size, w.device),
+                   lc.task, top_k=tc.eval_top_k, device=w.device, keep_examples=tc.plot_items if last else 0,
+                   amp=tc.amp)
+    metrics.update(prefixed(res.metrics, "val"))
+    history.append({k: v for k, v in metrics.items()})
+    tmp = tempfile.mkdtemp(prefix="vmr-ckpt-")
+    save_checkpoint(tmp, w.model, lc.features, metrics=metrics,
+                    extra={"epoch": epoch, "run_name": lc.run_name, "workflow": lc.workflow,
+                           "mlflow_run_id": getattr(lc.tracker, "run_id", None)},
+                    train_state={"epoch": epoch, "optimizer": w.optimizer.state_dict(),
+                                 "scheduler": w.scheduler.state_dict(), "scaler": w.scaler.state_dict(),
+                                 "history": history})
+    if lc.tracker is not None:
+        lc.tracker.log_metrics(metrics, step=epoch)
+        if last and res.examples:
+            with tempfile.TemporaryDirectory(prefix="vmr-plots-") as pd:
+                save_plots(res.examples, pd, "val")
+                lc.tracker.log_artifacts(pd, "plots")
+    return tmp
 
 
 # ---- the driver side ----------------------------------------------------------------------------------------------
@@ -294,8 +338,6 @@ def storage_filesystem(storage_path: str):
     earlier); without them the nodes' own credentials (instance roles, ~/.aws) are used."""
     if storage.scheme(storage_path) != "s3":
         return (storage.strip(storage_path) if storage.scheme(storage_path) == "file" else storage_path), None
-    from pyarrow import fs as pafs
-
     kwargs: dict = {}
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     if endpoint:
@@ -384,8 +426,6 @@ def fit(loop: LoopConfig, trainer_cfg: TrainerConfig, datasets: dict, storage_pa
             c, m = pick(ranked, key=lambda cm: cm[1][score])
             best, best_metrics = checkpoint_uri(storage_path, run_name, c), dict(m)
     if latest_metrics == {} and latest:  # a finished run re-run: nothing reported this time; read the card
-        from vmr.models.checkpoint import read_card
-
         latest_metrics = read_card(latest).metrics
         if best == latest:
             best_metrics = latest_metrics
