@@ -115,8 +115,10 @@ def test_sweep_tracks_trials_as_children_writes_the_best_config_and_registers_th
         assert (demo_sweep["workdir"] / "tune" / "demo-sweep-trials" / f"demo-sweep-{c.data.tags['vmr.trial_id']}"
                 ).is_dir()
     # the winner is the trial with the best validation score that MLflow recorded
-    winner = max(best_by_mlflow, key=lambda t: best_by_mlflow[t][0])
-    assert result["best_trial"] == winner == parent.data.tags["vmr.best.trial_id"]
+    top = max(score for score, _ in best_by_mlflow.values())
+    winners = {t for t, (score, _) in best_by_mlflow.items() if score == top}  # trials can tie on a small val split
+    assert result["best_trial"] in winners and result["best_trial"] == parent.data.tags["vmr.best.trial_id"]
+    winner = result["best_trial"]
     assert result["metric_value"] == pytest.approx(best_by_mlflow[winner][0])
 
     # the best config: the training config with the winner's sampled values, ready for `vmr finetune --config`

@@ -27,7 +27,7 @@ target's ``step`` (both come from one feature store).
 similarity curve instead of the query's length:
 
 1. ``c_i = max_j cos(target_i - mu, query_j - mu)`` (M,): each target row against its best-matching query row, after
-   subtracting ``mu``, the mean of the target's rows (all rows L2-normalised before and after). Frames of one camera
+   subtracting ``mu``, the mean of the target's rows (rows L2-normalised after). Frames of one camera
    share most of their CLIP vector; the difference from the target's mean is what tells an event from the static
    scene (the same reason MATR centres its inputs, :mod:`vmr.models.matr`).
 2. The threshold is the midpoint of ``max(c)`` and ``median(c)``: halfway between the best match and the typical
@@ -73,11 +73,11 @@ def _window_lengths(n_query: int, m_target: int, target_step: float, query_step:
 
 def similarity_curves(target: torch.Tensor, query: torch.Tensor, tmask: torch.Tensor, qmask: torch.Tensor) -> torch.Tensor:
     """(B, M) the run method's curve for a padded batch: target rows (B, M, D) and query rows (B, N, D), real rows where
-    ``tmask`` (B, M) / ``qmask`` (B, N) are True. Every row is L2-normalised, the mean of the target's real rows is
-    subtracted from target and query rows and they are normalised again; ``c_i`` is then the cosine of target row i
-    with its best-matching query row. Padded target rows are 0."""
-    t = F.normalize(target, dim=-1) * tmask[..., None]
-    q = F.normalize(query, dim=-1)
+    ``tmask`` (B, M) / ``qmask`` (B, N) are True. The mean of the target's real rows is subtracted from target and
+    query rows (store rows are unit vectors already; a vector added to every row changes nothing) and they are
+    L2-normalised; ``c_i`` is then the cosine of target row i with its best-matching query row. Padded rows are 0."""
+    t = target * tmask[..., None]
+    q = query
     mean = t.sum(1, keepdim=True) / tmask.sum(1).clamp(min=1)[:, None, None]
     t = F.normalize(t - mean, dim=-1)
     q = F.normalize(q - mean, dim=-1)
