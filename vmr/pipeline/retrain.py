@@ -20,14 +20,14 @@ What is *new*:
 - an annotation file is new when the ledger has not consumed it at its current etag. A consumed file that changes is
   read again and its rows replace the ones it gave before.
 
-The ledger (``{state}/ledger.json``, ``state`` defaulting to ``{store}/retrain``; :mod:`vmr.pipeline.ledger`, with the
-plan of what is new and the round's pairs; the settings are in :mod:`vmr.pipeline.retrain_config`; both re-exported
-here) is the retraining's memory: the
+The ledger (``{state}/ledger.json``, ``state`` defaulting to ``{store}/retrain``) is the retraining's memory: the
 annotation files consumed (URI -> etag), their instances (so the annotations survive incoming/ being emptied), the
 class -> split assignment (classes never move between splits, so the held-out split stays held out across rounds), the
 videos that failed as bad input, and one line per round. It is written once, atomically, at the end of a round, so a
 round killed midway is redone from the start by the next run (extraction skips the videos it already wrote, and the
-round's finetuning run, found by name, continues from its checkpoints).
+round's finetuning run, found by name, continues from its checkpoints). It lives in :mod:`vmr.pipeline.ledger` with the
+plan of what is new and the round's pairs, the settings in :mod:`vmr.pipeline.retrain_config`; both are re-exported
+here.
 
 A round (:func:`run_retrain`, one private function per step)::
 
