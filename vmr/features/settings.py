@@ -49,12 +49,8 @@ class FeatureSettings:
             return source
         if isinstance(getattr(source, "features", None), FeatureSettings):  # a ModelCard
             return source.features
-        if hasattr(source, "entries") and hasattr(source, "settings"):  # a FeatureStore: its settings, the rows' dim
-            settings = source.settings()
-            if settings is None:
-                raise InputError(f"feature store {source.uri} is empty: no feature settings to compare with")
-            first = next(iter(source.entries().values()))
-            return dataclasses.replace(settings, dim=int(first.get("dim") or 0))
+        if hasattr(source, "feature_settings"):  # a FeatureStore: its settings, the rows' dim
+            return source.feature_settings()
         if dataclasses.is_dataclass(source):
             source = dataclasses.asdict(source)
         if isinstance(source, dict):

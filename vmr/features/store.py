@@ -26,6 +26,7 @@ never touch it and it is never wrong, only slower when stale.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -362,11 +363,11 @@ class FeatureStore:
             features_size = None
         return entry_is_current(self.entry(video_id), source_size, source_etag, settings, features_size=features_size)
 
-    def settings(self) -> FeatureSettings | None:
-        """The settings all stored videos were extracted with (``dim`` left unknown; None for an empty store).
-        InputError if they differ."""
+    def settings(self, entries: dict[str, dict] | None = None) -> FeatureSettings | None:
+        """The settings all stored videos were extracted with (``dim`` left unknown; None for an empty store), from
+        ``entries`` when the caller has listed them already. InputError if they differ."""
         found: dict[FeatureSettings, list[str]] = {}
-        for vid, e in self.entries().items():
+        for vid, e in (self.entries() if entries is None else entries).items():
             found.setdefault(FeatureSettings.from_entry(e).without_dim(), []).append(vid)
         if not found:
             return None
@@ -374,6 +375,15 @@ class FeatureStore:
             desc = "; ".join(f"{s.describe()} for {len(v)} videos (e.g. {v[0]})" for s, v in found.items())
             raise InputError(f"feature store {self.uri} mixes extraction settings: {desc}")
         return next(iter(found))
+
+    def feature_settings(self, entries: dict[str, dict] | None = None) -> FeatureSettings:
+        """:meth:`settings` with the rows' ``dim`` (from the first entry), from ``entries`` when given: what a model's
+        card is compared with. InputError for an empty store or mixed settings."""
+        entries = self.entries() if entries is None else entries
+        settings = self.settings(entries)
+        if settings is None:
+            raise InputError(f"feature store {self.uri} is empty: no feature settings to compare with")
+        return dataclasses.replace(settings, dim=int(next(iter(entries.values())).get("dim") or 0))
 
 
 def _settings_json(settings: FeatureSettings) -> bytes:

@@ -39,10 +39,9 @@ def search_store(localizer: Localizer, query: Any = None, corpus: str | None = N
     when it is None and the store holds at least ``RAY_SEARCH_MIN_HOURS`` hours (and Ray is installed), in this
     process otherwise. Inputs as :meth:`Localizer.search_details`."""
     plan = localizer.plan_search(query, corpus, top_k, text=text)
-    if not exact and localizer.index_for(plan.store_uri, required=exact is False) is not None:
-        if progress:
-            progress(plan.describe(localizer.kind, " through its vector index"))
-        return localizer.search_indexed(plan, top_k)
+    indexed = localizer.search_planned_with_index(plan, top_k, exact=exact, progress=progress)
+    if indexed is not None:
+        return indexed
     if use_ray is None:
         use_ray = plan.hours >= RAY_SEARCH_MIN_HOURS and importlib.util.find_spec("ray") is not None
     if progress:

@@ -236,7 +236,7 @@ class VectorIndex:
         if not entries:
             raise InputError(f"the feature store {self.store.uri} is empty but has a vector index: run vmr index "
                              f"build --store {self.store.uri} --rebuild")
-        self._check_settings(pointer, _store_settings(self.store, entries))
+        self._check_settings(pointer, self.store.feature_settings(entries))
         table = self._read_table(pointer)
         new, changed, removed = self._changes(table, entries)
         if new or changed or removed:
@@ -299,7 +299,7 @@ class VectorIndex:
         entries = self.store.entries()
         if not entries:
             raise InputError(f"the feature store {self.store.uri} is empty: nothing to index (run vmr extract first)")
-        settings = _store_settings(self.store, entries)
+        settings = self.store.feature_settings(entries)
         hours = sum(float(e.get("duration") or 0.0) for e in entries.values()) / 3600.0
         old = None if rebuild else self.pointer()
         if old is not None:
@@ -430,15 +430,6 @@ class VectorIndex:
                     storage.remove(f.uri)
                 except OSError as e:
                     log.info("could not remove old index file %s: %s", f.uri, e)
-
-
-def _store_settings(store: FeatureStore, entries: dict[str, dict]) -> FeatureSettings:
-    """The store's common feature settings with the rows' dim, from its ``entries`` (InputError if they differ)."""
-    found = {FeatureSettings.from_entry(e).without_dim() for e in entries.values()}
-    if len(found) > 1:
-        store.settings()  # raises the store's one-line error naming the mix
-    first = next(iter(entries.values()))
-    return dataclasses.replace(next(iter(found)), dim=int(first.get("dim") or 0))
 
 
 def update_if_present(store, progress: Callable[[str], None] | None = None) -> BuildReport | None:

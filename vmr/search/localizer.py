@@ -496,20 +496,33 @@ class Localizer:
         ``"exact"``). ``exact``: None = the index when the store has one, True = every window of every video,
         False = the index or an InputError."""
         plan = self.plan_search(query, corpus, top_k, text=text)
-        if not exact and self.index_for(plan.store_uri, required=exact is False) is not None:
-            if progress:
-                progress(plan.describe(self.kind, " through its vector index"))
-            return self.search_indexed(plan, top_k)
+        indexed = self.search_planned_with_index(plan, top_k, exact=exact, progress=progress)
+        if indexed is not None:
+            return indexed
         if progress:
             progress(plan.describe(self.kind))
         hits = self.search_videos(plan.query, plan.store_uri, plan.video_ids, top_k, progress=progress)
         return plan.result(hits, on_ray=False)
 
     # -- the two-stage path -------------------------------------------------------------------------------------
-    def index_for(self, store_uri: str, required: bool = False):
+    def search_planned_with_index(self, plan: SearchPlan, top_k: int, *, exact: bool | None = None,
+                                  progress: Callable[[str], None] | None = None) -> SearchResult | None:
+        """The two-stage search of ``plan`` when its store has a vector index and ``exact`` is not True
+        (``exact=False`` insists on an index: InputError without one); None when the search must be exhaustive."""
+        if exact:
+            return None
+        index = self.index_for(plan.store_uri, required=exact is False, entries=plan.entries or None)
+        if index is None:
+            return None
+        if progress:
+            progress(plan.describe(self.kind, " through its vector index"))
+        return self.search_indexed(plan, top_k, index=index)
+
+    def index_for(self, store_uri: str, required: bool = False, entries: dict[str, dict] | None = None):
         """The store's :class:`vmr.search.index.LoadedIndex`, checked against its current entries (kept in this
         Localizer while the store's index pointer is unchanged); None when the store has none (InputError instead
-        when ``required``). InputError for a stale index or one made from other feature settings."""
+        when ``required``). InputError for a stale index or one made from other feature settings. ``entries``: the
+        store's manifest entries when the caller has listed them already."""
         from vmr.search.index import VectorIndex
 
         vi = VectorIndex(self._store(store_uri))
@@ -520,9 +533,9 @@ class Localizer:
             return None
         cached = self._indexes.get(vi.store.uri)
         if cached is not None and cached.pointer.get("faiss") == pointer.get("faiss"):
-            vi.check(pointer=pointer)
+            vi.check(entries, pointer=pointer)
             return cached
-        loaded = vi.open()
+        loaded = vi.open(entries)
         self._indexes[vi.store.uri] = loaded
         return loaded
 
@@ -532,12 +545,12 @@ class Localizer:
         return len(q.features) if q.kind == "video" else max(1, int(round(TEXT_SPAN_S / step)))
 
     def search_indexed(self, plan: SearchPlan, top_k: int, shortlist: int | None = None,
-                       neighbours: int | None = None) -> SearchResult:
+                       neighbours: int | None = None, index=None) -> SearchResult:
         """The two-stage search of a checked ``plan`` (:mod:`vmr.search.two_stage`): ``shortlist`` spans (default
         ``max(2 * top_k, 10)``) from ``neighbours`` nearest vectors per query row, re-ranked by the model."""
         from vmr.search import two_stage
 
-        index = self.index_for(plan.store_uri, required=True)
+        index = index or self.index_for(plan.store_uri, required=True, entries=plan.entries or None)
         q = plan.query
         n_spans = int(shortlist or max(2 * top_k, 10))
         k = int(neighbours or two_stage.default_neighbours(n_spans, index.ntotal))
@@ -609,7 +622,7 @@ class Localizer:
             entries = {}
         if not entries:
             raise InputError(f"the feature store {store.uri} is empty: no videos to search (run vmr extract first)")
-        settings = _settings_of(store)
+        settings = store.feature_settings(entries)
         self._check(settings, f"the feature store {store.uri}")
         q = self.query_features(query, text, settings=settings)
         dim = int(next(iter(entries.values())).get("dim") or 0)
@@ -620,7 +633,7 @@ class Localizer:
         ids = [v for v in entries if v not in set(skipped)]
         if not ids:
             raise InputError(f"the query ({q.duration:.1f} s) is longer than every video of {store.uri}")
-        return SearchPlan(q, store.uri, ids, skipped, hours)
+        return SearchPlan(q, store.uri, ids, skipped, hours, entries)
 
     def search_videos(self, q: QueryFeatures, store_uri: str, video_ids: list[str], top_k: int,
                       progress: Callable[[str], None] | None = None) -> list[SearchHit]:

@@ -95,6 +95,7 @@ class SearchPlan:
     video_ids: list[str]
     skipped: list[str]
     hours: float
+    entries: dict[str, dict] = field(default_factory=dict, repr=False)  # the manifest entries it was made from
 
     def describe(self, kind: str, where: str = "") -> str:
         """One progress line: what is searched, with which model, and what was skipped."""
